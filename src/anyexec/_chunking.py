@@ -1,0 +1,52 @@
+"""Automatic chunk sizing that adapts to how long the tasks take.
+
+Tiny tasks are batched so the engine's per-task cost (an IPC round trip, a Ray or Dask task)
+is paid once per chunk; slow tasks stay one per chunk so the workers stay balanced. Each
+finished chunk reports how long its calls took on the worker, and the next chunk is sized so
+it takes about ``target`` seconds. Growth is geometric (at most 8x per step) so that a few
+fast items at the start cannot produce one huge chunk of slow ones.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["Chunker"]
+
+_GROWTH = 8
+_MAX_CHUNK = 65_536
+# Enough chunks per worker, when the input's length is known, that no worker idles at the end.
+_CHUNKS_PER_WORKER = 4
+
+
+class Chunker:
+    """Chooses the size of each chunk; a fixed ``chunksize`` disables adaptation."""
+
+    def __init__(self, *, fixed: int | None, target_seconds: float, workers: int,
+                 total: int | None) -> None:
+        self._fixed = fixed
+        self._target = target_seconds
+        self._workers = max(1, workers)
+        self._total = total
+        self._size = 1
+        self._per_item: float | None = None
+
+    def next_size(self, pulled: int) -> int:
+        """Size of the next chunk, given that ``pulled`` items were taken so far."""
+        if self._fixed is not None:
+            return self._fixed
+        size = self._size
+        if self._total is not None:
+            remaining = self._total - pulled
+            size = min(size, max(1, math.ceil(remaining / (self._workers * _CHUNKS_PER_WORKER))))
+        return max(1, size)
+
+    def observe(self, items: int, seconds: float) -> None:
+        """Learn from a finished chunk: ``items`` calls took ``seconds`` on the worker."""
+        if self._fixed is not None or items <= 0:
+            return
+        per_item = max(seconds / items, 1e-8)
+        # Weighted towards the latest chunk, so a change in task duration is followed quickly.
+        self._per_item = per_item if self._per_item is None else (self._per_item + per_item) / 2
+        wanted = max(1, int(self._target / self._per_item))
+        self._size = max(1, min(wanted, self._size * _GROWTH, _MAX_CHUNK))

@@ -1,0 +1,65 @@
+"""The exceptions anyexec raises itself.
+
+Errors about choosing a backend are raised by ``get_executor``, never at the first task, so a
+misconfigured ``ANYEXEC_BACKEND`` fails at start-up rather than an hour into a run.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AnyexecError",
+    "BackendUnavailableError",
+    "RemoteTraceback",
+    "SerializationError",
+    "UnknownBackendError",
+    "WorkerCrashedError",
+]
+
+
+class AnyexecError(Exception):
+    """Base class of every error that anyexec raises on its own behalf."""
+
+
+class UnknownBackendError(AnyexecError, LookupError):
+    """No backend has the requested name.
+
+    The message suggests the closest known name and lists the installed backends.
+    """
+
+    def __str__(self) -> str:
+        # LookupError's str() of a single argument is its repr; we want the plain message.
+        return str(self.args[0]) if self.args else ""
+
+
+class BackendUnavailableError(AnyexecError, ImportError):
+    """The backend is known but cannot run here (its engine is missing or failed to import).
+
+    The message names the pip extra or the plugin's import error.
+    """
+
+
+class WorkerCrashedError(AnyexecError, RuntimeError):
+    """A worker died (``os._exit``, a segfault, a signal, the out-of-memory killer) while it
+    ran a task, or the engine lost the task. The message names the items and likely causes."""
+
+
+class SerializationError(AnyexecError, TypeError):
+    """A function, an argument, a result or an exception could not be sent between processes.
+
+    The message says which object failed and why; the pickling error is the ``__cause__``.
+    """
+
+
+class RemoteTraceback(Exception):
+    """Carries the traceback text of an exception raised in another process.
+
+    anyexec sets it as the ``__cause__`` of the re-raised exception, as
+    ``concurrent.futures.ProcessPoolExecutor`` does, so the real traceback is printed.
+    """
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb

@@ -1,0 +1,311 @@
+"""The user-facing ``Executor``: one contract over every backend.
+
+A subclass of ``concurrent.futures.Executor``, so it works with ``asyncio``'s
+``run_in_executor`` and with any library that takes an executor. The backend only runs
+callables; chunking, ordering, error reporting, progress and cancellation live here and in
+``_map`` so that they behave the same on every engine.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import pickle
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from typing import Any, Literal, TypeVar
+
+from anyexec._errors import SerializationError
+from anyexec._map import MapRequest, add_note, dump_items, start_map
+from anyexec._worker import CALL, ChunkOutcome, PickledCallable, run_chunk
+
+__all__ = ["Executor"]
+
+T = TypeVar("T")
+
+_DEFAULT_TASK_OVERHEAD = 2e-4
+
+
+class _LinkedFuture(Future[Any]):
+    """The future ``submit`` returns: mirrors the backend's future, decoding our outcome.
+
+    Cancelling it cancels the backend's future, so the task never starts if it had not yet.
+    """
+
+    def __init__(self, ex: Executor) -> None:
+        super().__init__()
+        self._ex = ex
+        self._inner: Future[Any] | None = None
+
+    def link(self, inner: Future[Any]) -> None:
+        self._inner = inner
+        inner.add_done_callback(self._relay)
+
+    def cancel(self) -> bool:
+        inner = self._inner
+        if inner is not None and not inner.cancel():
+            return False
+        return super().cancel()
+
+    def _relay(self, inner: Future[Any]) -> None:
+        if inner.cancelled():
+            super().cancel()
+            return
+        try:
+            outcome = _decode_single(self._ex, inner)
+        except BaseException as exc:
+            self._settle(exc=exc)
+            return
+        if outcome.failures:
+            failure = outcome.failures[0]
+            exc = failure.exception
+            if self._ex._pickles and failure.traceback and exc.__traceback__ is None:
+                from anyexec._errors import RemoteTraceback
+
+                exc.__cause__ = RemoteTraceback(failure.traceback)
+            add_note(exc, f"anyexec: raised by the call {failure.item_repr} on backend "
+                          f"{self._ex.backend!r}")
+            self._settle(exc=exc)
+        else:
+            self._settle(value=outcome.values[0])
+
+    def _settle(self, value: Any = None, exc: BaseException | None = None) -> None:
+        try:
+            if exc is not None:
+                self.set_exception(exc)
+            else:
+                self.set_result(value)
+        except concurrent.futures.InvalidStateError:
+            pass  # cancelled by the user in the meantime
+
+
+def _decode_single(ex: Executor, inner: Future[Any]) -> ChunkOutcome:
+    try:
+        raw = inner.result()
+    except Exception as exc:
+        from anyexec._errors import WorkerCrashedError
+        from anyexec._map import _CRASH_CAUSES
+
+        raise WorkerCrashedError(
+            f"a worker of backend {ex.backend!r} failed while running a submitted call: "
+            f"{type(exc).__name__}: {exc}. {_CRASH_CAUSES} {ex._recovery_hint()}"
+        ) from exc
+    if isinstance(raw, bytes):
+        try:
+            return pickle.loads(raw)  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise SerializationError(
+                f"the result of a submitted call could not be unpickled in the caller "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+    return raw  # type: ignore[no-any-return]
+
+
+class Executor(concurrent.futures.Executor):
+    """Runs callables on one backend with the same semantics everywhere.
+
+    Create it with :func:`anyexec.get_executor`. Use it as a context manager, or call
+    :meth:`shutdown` when done. Attributes: ``backend`` (the resolved backend name) and
+    ``max_workers`` (how many tasks run at once).
+    """
+
+    backend: str
+    max_workers: int
+
+    def __init__(self, backend: Any, *, name: str, max_workers: int | None = None) -> None:
+        for method in ("submit", "shutdown"):
+            if not callable(getattr(backend, method, None)):
+                raise TypeError(
+                    f"backend {name!r} produced {type(backend).__qualname__}, which has no "
+                    f"{method}() method. A backend must provide submit(fn, /, *args, **kwargs)"
+                    " -> concurrent.futures.Future and shutdown(wait=True, *, "
+                    "cancel_futures=False); any concurrent.futures.Executor qualifies."
+                )
+        self._backend = backend
+        self.backend = name
+        workers = getattr(backend, "max_workers", None)
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            workers = max_workers or os.cpu_count() or 1
+        self.max_workers = workers
+        self._pickles = bool(getattr(backend, "pickles", True))
+        overhead = float(getattr(backend, "task_overhead", _DEFAULT_TASK_OVERHEAD))
+        self._target_chunk_seconds = min(0.5, max(0.002, 100 * overhead))
+        self._lock = threading.Lock()
+        self._shut = False
+        self._last_payload: tuple[Callable[..., Any], PickledCallable] | None = None
+
+    @classmethod
+    def _create(cls, resolved: Any) -> Executor:
+        backend = resolved.factory(**resolved.options)
+        return cls(backend, name=resolved.name, max_workers=resolved.options.get("max_workers"))
+
+    # -- helpers for _map ----------------------------------------------------------------
+
+    def _payload_for(self, fn: Callable[..., Any]) -> PickledCallable | Callable[..., Any]:
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__} {fn!r}")
+        if not self._pickles:
+            return fn
+        last = self._last_payload
+        if last is not None and last[0] is fn:
+            return last[1]
+        import cloudpickle
+
+        try:
+            data = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as why:
+            raise SerializationError(
+                f"the function {fn!r} cannot be pickled to send it to backend "
+                f"{self.backend!r} ({type(why).__name__}: {why}). It probably captures an "
+                "object that cannot cross processes (a lock, a socket, an open file, a client "
+                "connection): create that object inside the function, or use backend "
+                "'threads'."
+            ) from why
+        payload = PickledCallable(uuid.uuid4().hex, bytes(data), tuple(sys.path))
+        self._last_payload = (fn, payload)
+        return payload
+
+    def _recovery_hint(self) -> str:
+        capabilities = getattr(self._backend, "capabilities", frozenset())
+        if "recovers_from_worker_death" in capabilities:
+            return "This executor has replaced its workers; the next call works."
+        return "This executor may be broken: shut it down and create a new one."
+
+    def _interrupted(self) -> None:
+        """Ctrl-C during a map: stop the workers now rather than wait for running tasks."""
+        terminate = getattr(self._backend, "terminate", None)
+        if callable(terminate):
+            terminate()
+
+    def _check_open(self) -> None:
+        if self._shut:
+            raise RuntimeError(
+                f"cannot schedule new futures after shutdown (executor on backend "
+                f"{self.backend!r}); create a new one with anyexec.get_executor()"
+            )
+
+    # -- the contract --------------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Schedule ``fn(*args, **kwargs)`` and return a ``concurrent.futures.Future``.
+
+        Exceptions come back as the original type with the worker's traceback as
+        ``__cause__`` (when it ran in another process) and a note naming the call.
+        """
+        with self._lock:
+            self._check_open()
+            payload = self._payload_for(fn)
+            call = [(args, kwargs)]
+            blob: Any = dump_items(call, 0) if self._pickles else call
+            outer = _LinkedFuture(self)
+            outer.link(self._backend.submit(run_chunk, payload, blob, CALL, True))
+            return outer
+
+    def map(  # type: ignore[override]
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+        buffersize: int | None = None,
+        ordered: bool = True,
+        progress: bool = False,
+        retries: int = 0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+        on_error: Literal["raise", "return"] = "raise",
+    ) -> Iterator[T]:
+        """Apply ``fn`` to every item (or zipped items) and yield the results.
+
+        Semantics on every backend:
+
+        - results come in input order, or as they finish with ``ordered=False``;
+        - input is pulled lazily with a bounded number of items in flight (``buffersize``
+          items at most when given), so endless generators work and memory stays flat;
+        - ``chunksize=None`` batches tiny tasks automatically and leaves slow ones alone;
+        - the first failure is raised as the original exception with the worker's traceback
+          and a note naming the item; work not yet started is cancelled;
+        - ``retries=N`` runs an item whose task raised (an instance of ``retry_on``) or whose
+          worker died again, up to N times, and only that item;
+        - ``on_error="return"`` puts the exception in the item's place and carries on;
+        - ``timeout`` bounds the whole map (seconds from this call), raising ``TimeoutError``;
+        - closing or dropping the iterator cancels what has not started;
+        - ``progress=True`` shows a progress bar (tqdm when installed, else a stderr line).
+        """
+        req = _validate_map(fn, iterables, timeout=timeout, chunksize=chunksize,
+                            buffersize=buffersize, ordered=ordered, progress=progress,
+                            retries=retries, retry_on=retry_on, on_error=on_error)
+        with self._lock:
+            self._check_open()
+        return start_map(self, req)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Release the backend's resources; calling it again does nothing.
+
+        Afterwards ``submit`` and ``map`` raise ``RuntimeError``. Resources the executor did
+        not create (a cluster it connected to) are left running.
+        """
+        with self._lock:
+            if self._shut:
+                return
+            self._shut = True
+        self._backend.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        if exc_type is KeyboardInterrupt:
+            # Do not wait for running tasks on Ctrl-C: stop the workers and go.
+            self._interrupted()
+            self.shutdown(wait=False, cancel_futures=True)
+        else:
+            self.shutdown(wait=True)
+
+    def __repr__(self) -> str:
+        state = "shut down" if self._shut else "open"
+        return f"<anyexec.Executor backend={self.backend!r} max_workers={self.max_workers} {state}>"
+
+
+def _validate_map(fn: Any, iterables: tuple[Any, ...], *, timeout: Any, chunksize: Any,
+                  buffersize: Any, ordered: Any, progress: Any, retries: Any, retry_on: Any,
+                  on_error: Any) -> MapRequest:
+    """Check every ``map`` argument, naming the bad one and what it accepts."""
+    if not callable(fn):
+        raise TypeError(f"map() fn must be callable, got {type(fn).__name__} {fn!r}")
+    if not iterables:
+        raise TypeError("map() needs at least one iterable of inputs after fn")
+    for position, iterable in enumerate(iterables):
+        if not hasattr(iterable, "__iter__") and not hasattr(iterable, "__getitem__"):
+            raise TypeError(
+                f"map() argument {position + 2} must be iterable, got {type(iterable).__name__}"
+            )
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"map() timeout must be a number of seconds or None, got {timeout!r}")
+        if timeout < 0:
+            raise ValueError(f"map() timeout must be >= 0 seconds, got {timeout}")
+    for name, value in (("chunksize", chunksize), ("buffersize", buffersize)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"map() {name} must be a positive int or None, got {value!r}")
+        if value < 1:
+            raise ValueError(f"map() {name} must be >= 1 or None (automatic), got {value}")
+    for name, value in (("ordered", ordered), ("progress", progress)):
+        if not isinstance(value, bool):
+            raise TypeError(f"map() {name} must be True or False, got {value!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int):
+        raise TypeError(f"map() retries must be an int >= 0, got {retries!r}")
+    if retries < 0:
+        raise ValueError(f"map() retries must be >= 0, got {retries}")
+    kinds = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+    if not kinds or not all(isinstance(k, type) and issubclass(k, BaseException) for k in kinds):
+        raise TypeError(
+            f"map() retry_on must be an exception class or a tuple of them, got {retry_on!r}"
+        )
+    if on_error not in ("raise", "return"):
+        raise ValueError(f"map() on_error must be 'raise' or 'return', got {on_error!r}")
+    return MapRequest(fn, tuple(iterables), None if timeout is None else float(timeout),
+                      chunksize, buffersize, ordered, progress, retries, kinds, on_error)
+
+

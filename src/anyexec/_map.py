@@ -1,0 +1,346 @@
+"""The one ``map`` implementation every backend shares.
+
+Input is pulled lazily into chunks; at most ``window`` chunks (or ``buffersize`` items) are in
+flight or waiting to be yielded, so memory stays flat on endless input and a stalled consumer
+stops the input. Finished chunks are announced through a queue fed by done-callbacks, which
+works for any ``concurrent.futures.Future`` and lets a failure anywhere surface at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+import queue
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from anyexec._chunking import Chunker
+from anyexec._errors import RemoteTraceback, SerializationError, WorkerCrashedError
+from anyexec._progress import Progress, make_progress
+from anyexec._worker import SINGLE, STAR, ChunkOutcome, Failure, run_chunk
+
+__all__ = ["MapRequest", "start_map"]
+
+_CRASH_CAUSES = (
+    "Likely causes: the task called os._exit() or crashed the interpreter (a segmentation "
+    "fault in a C extension), or the worker was killed by a signal or by the out-of-memory "
+    "killer (see 'dmesg')."
+)
+
+
+@dataclass(frozen=True)
+class MapRequest:
+    """Everything ``map`` was asked to do, already validated."""
+
+    fn: Callable[..., Any]
+    iterables: tuple[Iterable[Any], ...]
+    timeout: float | None
+    chunksize: int | None
+    buffersize: int | None
+    ordered: bool
+    progress: bool
+    retries: int
+    retry_on: tuple[type[BaseException], ...]
+    on_error: str
+
+
+@dataclass
+class _Chunk:
+    seq: int
+    start: int
+    items: list[Any]
+    values: list[Any] = field(default_factory=list)
+    waiting: int = 0
+    errors: dict[int, BaseException] = field(default_factory=dict)
+
+
+@dataclass
+class _Task:
+    chunk: _Chunk
+    # None: the whole chunk; otherwise the one position being retried.
+    position: int | None
+    attempt: int
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)``, also on Python 3.10 where it does not exist yet."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        notes = getattr(exc, "__notes__", None)
+        if notes is None:
+            notes = []
+            exc.__notes__ = notes  # type: ignore[attr-defined]
+        notes.append(note)
+
+
+def dump_items(items: list[Any], start: int) -> bytes:
+    """Pickle a chunk's call items in the caller, naming the item that cannot be sent."""
+    try:
+        return pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        pass
+    import cloudpickle
+
+    try:
+        return bytes(cloudpickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        pass
+    for offset, item in enumerate(items):
+        try:
+            cloudpickle.dumps(item)
+        except Exception as why:
+            raise SerializationError(
+                f"item {start + offset} ({type(item).__name__}) cannot be pickled to send it "
+                f"to a worker ({type(why).__name__}: {why}). Pass plain data, or create the "
+                "object inside the task (locks, sockets, open files and generators cannot "
+                "cross processes); backend 'threads' needs no pickling."
+            ) from why
+    raise SerializationError(f"items {start}..{start + len(items) - 1} cannot be pickled")
+
+
+class MapRun:
+    """The state of one ``map`` call; iterated by the generator that ``start_map`` returns."""
+
+    def __init__(self, ex: Any, req: MapRequest) -> None:
+        self._ex = ex
+        self._req = req
+        self._backend = ex._backend
+        self._crossing: bool = ex._pickles
+        payload = ex._payload_for(req.fn)
+        share = getattr(self._backend, "share", None) if self._crossing else None
+        self._payload = share(payload) if share is not None else payload
+        self._mode = SINGLE if len(req.iterables) == 1 else STAR
+        source = iter(req.iterables[0]) if self._mode == SINGLE else zip(*req.iterables)
+        self._source: Iterator[Any] = source
+        total = _length(req.iterables)
+        self._chunker = Chunker(fixed=req.chunksize, target_seconds=ex._target_chunk_seconds,
+                                workers=ex.max_workers, total=total)
+        self._window = max(2, 2 * ex.max_workers + 2)
+        self._deadline = None if req.timeout is None else time.monotonic() + req.timeout
+        self._stop_on_error = req.on_error == "raise" and req.retries == 0
+        self._pulled = 0
+        self._exhausted = False
+        self._seq = itertools.count()
+        self._open: dict[int, _Chunk] = {}  # chunks not yet yielded, by seq
+        self._items_open = 0
+        self._next_to_yield = 0
+        self._complete: dict[int, _Chunk] = {}
+        self._pending: dict[int, tuple[_Task, Future[Any]]] = {}
+        self._task_ids = itertools.count()
+        self._done: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._progress: Progress | None = (
+            make_progress(total, f"anyexec[{ex.backend}]") if req.progress else None
+        )
+
+    # -- submitting ----------------------------------------------------------------------
+
+    def fill(self) -> None:
+        """Pull input and submit chunks until the window is full or the input ends."""
+        buffersize = self._req.buffersize
+        while not self._exhausted and len(self._open) < self._window:
+            size = self._chunker.next_size(self._pulled)
+            if buffersize is not None:
+                room = buffersize - self._items_open
+                if room <= 0:
+                    break
+                size = min(size, room)
+            items = list(itertools.islice(self._source, size))
+            if len(items) < size:
+                self._exhausted = True
+            if not items:
+                break
+            chunk = _Chunk(next(self._seq), self._pulled, items, waiting=0)
+            self._pulled += len(items)
+            self._items_open += len(items)
+            self._open[chunk.seq] = chunk
+            self._submit(_Task(chunk, None, 0))
+
+    def _submit(self, task: _Task) -> None:
+        chunk = task.chunk
+        if task.position is None:
+            items, start = chunk.items, chunk.start
+        else:
+            items, start = [chunk.items[task.position]], chunk.start + task.position
+        blob: Any = dump_items(items, start) if self._crossing else items
+        future = self._backend.submit(run_chunk, self._payload, blob, self._mode,
+                                      self._stop_on_error)
+        task_id = next(self._task_ids)
+        chunk.waiting += 1
+        self._pending[task_id] = (task, future)
+        done = self._done
+        # The callback holds only the queue, never this object, so that dropping the iterator
+        # lets it be collected and its pending work cancelled.
+        future.add_done_callback(lambda _f, task_id=task_id: done.put(task_id))
+
+    # -- collecting ----------------------------------------------------------------------
+
+    def _wait(self) -> int:
+        if self._deadline is None:
+            return self._done.get()
+        remaining = self._deadline - time.monotonic()
+        try:
+            return self._done.get(timeout=max(0.0, remaining))
+        except queue.Empty:
+            raise TimeoutError(
+                f"map did not finish within timeout={self._req.timeout} s; "
+                f"{len(self._pending)} chunk(s) still running were cancelled"
+            ) from None
+
+    def _receive(self, task: _Task, future: Future[Any]) -> None:
+        """Record a finished task's results into its chunk, resubmitting retries."""
+        chunk = task.chunk
+        chunk.waiting -= 1
+        positions = range(len(chunk.items)) if task.position is None else [task.position]
+        try:
+            outcome = self._decode(future, chunk, task)
+        except WorkerCrashedError as crash:
+            for position in positions:
+                self._fail(task, position, crash)
+            return
+        if task.position is None:
+            chunk.values = outcome.values
+            self._chunker.observe(len(chunk.items), outcome.elapsed)
+        else:
+            chunk.values[task.position] = outcome.values[0]
+        for failure in outcome.failures:
+            position = failure.position if task.position is None else task.position
+            self._fail(task, position, self._exception(failure, chunk.start + position))
+
+    def _fail(self, task: _Task, position: int, exc: BaseException) -> None:
+        chunk = task.chunk
+        if not chunk.values:
+            chunk.values = [None] * len(chunk.items)
+        attempt = task.attempt if task.position is not None else 0
+        if attempt < self._req.retries and isinstance(exc, self._req.retry_on):
+            self._submit(_Task(chunk, position, attempt + 1))
+            return
+        chunk.errors[position] = exc
+
+    def _decode(self, future: Future[Any], chunk: _Chunk, task: _Task) -> ChunkOutcome:
+        start = chunk.start if task.position is None else chunk.start + task.position
+        count = len(chunk.items) if task.position is None else 1
+        try:
+            raw = future.result()
+        except CancelledError:
+            raise
+        except Exception as exc:
+            # The runner catches every exception of the user's code, so anything raised here
+            # is the engine losing the task: a dead worker, a lost node, a broken pool.
+            first = chunk.items[task.position or 0]
+            where = f"item {start}" if count == 1 else f"items {start}..{start + count - 1}"
+            crash = WorkerCrashedError(
+                f"a worker of backend {self._ex.backend!r} failed while running {where} "
+                f"(first: {_short_repr(first)}): {type(exc).__name__}: {exc}. {_CRASH_CAUSES} "
+                f"{self._ex._recovery_hint()}"
+            )
+            crash.__cause__ = exc
+            raise crash from exc
+        if isinstance(raw, bytes):
+            try:
+                return pickle.loads(raw)  # type: ignore[no-any-return]
+            except Exception as exc:
+                raise SerializationError(
+                    f"the results of items {start}..{start + count - 1} arrived but could not "
+                    f"be unpickled in the caller ({type(exc).__name__}: {exc}); a result or "
+                    "exception class is probably not importable here, or its __reduce__ is "
+                    "broken."
+                ) from exc
+        return raw  # type: ignore[no-any-return]
+
+    def _exception(self, failure: Failure, index: int) -> BaseException:
+        exc = failure.exception
+        if self._crossing and failure.traceback and exc.__traceback__ is None:
+            exc.__cause__ = RemoteTraceback(failure.traceback)
+        add_note(exc, f"anyexec: raised by item {index} ({failure.item_repr}) on backend "
+                      f"{self._ex.backend!r}")
+        return exc
+
+    def _finish(self, chunk: _Chunk) -> list[Any]:
+        """The chunk's values; raises its first error unless ``on_error='return'``."""
+        del self._open[chunk.seq]
+        self._items_open -= len(chunk.items)
+        if chunk.errors:
+            if self._req.on_error == "raise":
+                raise chunk.errors[min(chunk.errors)]
+            for position, exc in chunk.errors.items():
+                chunk.values[position] = exc
+        return chunk.values
+
+    def results(self) -> Iterator[Any]:
+        """Yield results; on exit for any reason, cancel what has not started."""
+        try:
+            ordered = self._req.ordered
+            while self._open:
+                if ordered and self._next_to_yield in self._complete:
+                    chunk = self._complete.pop(self._next_to_yield)
+                    self._next_to_yield += 1
+                    values = self._finish(chunk)
+                    self.fill()
+                    yield from values
+                    continue
+                task_id = self._wait()
+                task, future = self._pending.pop(task_id)
+                self._receive(task, future)
+                chunk = task.chunk
+                if chunk.waiting:
+                    continue
+                if self._progress is not None:
+                    self._progress.update(len(chunk.items))
+                if chunk.errors and self._req.on_error == "raise":
+                    self._finish(chunk)  # fail fast, whatever the order
+                if ordered:
+                    self._complete[chunk.seq] = chunk
+                else:
+                    values = self._finish(chunk)
+                    self.fill()
+                    yield from values
+        except KeyboardInterrupt:
+            self._ex._interrupted()
+            raise
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Cancel every task not yet started and release the progress display."""
+        pending, self._pending = self._pending, {}
+        for _task, future in pending.values():
+            future.cancel()
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+
+    def __del__(self) -> None:
+        # An iterator dropped before it was started never runs its finally block.
+        for _task, future in self._pending.values():
+            future.cancel()
+
+
+def _short_repr(item: Any) -> str:
+    from anyexec._worker import _short
+
+    return _short.repr(item)
+
+
+def _length(iterables: tuple[Iterable[Any], ...]) -> int | None:
+    lengths = []
+    for iterable in iterables:
+        try:
+            lengths.append(len(iterable))  # type: ignore[arg-type]
+        except TypeError:
+            return None
+    return min(lengths) if lengths else None
+
+
+def start_map(ex: Any, req: MapRequest) -> Iterator[Any]:
+    """Submit the first window now (like the stdlib's ``map``) and return the result iterator."""
+    run = MapRun(ex, req)
+    try:
+        run.fill()
+    except BaseException:
+        run.close()
+        raise
+    return run.results()

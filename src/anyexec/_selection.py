@@ -1,0 +1,125 @@
+"""Choosing a backend: explicit spec > ``use()`` block > ``ANYEXEC_BACKEND`` > default.
+
+Inside a task on an anyexec worker the default is ``serial`` instead, so library code that
+parallelises internally does not oversubscribe the machine; an explicit spec still wins.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from anyexec._context import CURRENT_USE
+from anyexec._options import option_schema
+from anyexec._registry import registry
+from anyexec._spec import parse_spec
+from anyexec._worker import in_worker
+
+if TYPE_CHECKING:
+    from anyexec._executor import Executor
+
+__all__ = ["DEFAULT_BACKEND", "ENV_VAR", "Resolved", "get_executor", "resolve", "use"]
+
+ENV_VAR = "ANYEXEC_BACKEND"
+DEFAULT_BACKEND = "processes"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A backend chosen and its options checked and converted, ready to instantiate."""
+
+    name: str
+    factory: Any
+    options: dict[str, Any]
+    origin: str
+
+
+def _choose(spec: str | None, options: Mapping[str, Any]) -> tuple[str, dict[str, Any], str]:
+    """Return (spec, options, origin) by the precedence rule; options override the spec's."""
+    if spec is not None:
+        return spec, dict(options), "the spec passed to get_executor()"
+    current = CURRENT_USE.get()
+    if current is not None:
+        used_spec, used_options = current
+        return used_spec, {**used_options, **options}, "the enclosing anyexec.use() block"
+    if in_worker():
+        return "serial", dict(options), "the default inside an anyexec task (serial)"
+    env = os.environ.get(ENV_VAR)
+    if env is not None and env.strip():
+        return env, dict(options), f"the environment variable {ENV_VAR}={env!r}"
+    return DEFAULT_BACKEND, dict(options), f"the default backend ({DEFAULT_BACKEND!r})"
+
+
+def check_max_workers(value: object, *, origin: str) -> None:
+    """``max_workers`` means concurrent tasks on every backend: a positive int or None."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"max_workers must be a positive int or None (from {origin}), "
+            f"got {type(value).__name__} {value!r}"
+        )
+    if value < 1:
+        raise ValueError(
+            f"max_workers must be a positive int or None for the machine's CPU count "
+            f"(from {origin}), got {value}"
+        )
+
+
+def resolve(spec: str | None, options: Mapping[str, Any]) -> Resolved:
+    """Pick the backend and check every option, without starting anything."""
+    text, kw, origin = _choose(spec, options)
+    parsed = parse_spec(text, origin=origin)
+    name = registry.canonical(parsed.name, origin=origin)
+    factory = registry.factory(name)
+    schema = option_schema(factory)
+    merged: dict[str, Any] = {}
+    schema.check_names(parsed.options, backend=name, origin=origin)
+    for key, value in parsed.options.items():
+        merged[key] = schema.convert(key, value, backend=name, origin=origin)
+    if parsed.address is not None:
+        if not schema.open_ended and "address" not in schema.params:
+            raise ValueError(
+                f"backend {name!r} does not connect to an address, but {origin} gives "
+                f"'://{parsed.address}'; use plain {name!r}"
+            )
+        merged["address"] = parsed.address
+    schema.check_names(kw, backend=name, origin="keyword arguments")
+    merged.update(kw)
+    check_max_workers(merged.get("max_workers"), origin=origin)
+    return Resolved(name, factory, merged, origin)
+
+
+def get_executor(spec: str | None = None, /, **options: Any) -> Executor:
+    """Return an :class:`anyexec.Executor` on the chosen backend.
+
+    ``spec`` is a backend name or alias (``"processes"``, ``"threads"``, ``"ray"``, a plugin's
+    name) or a string ``NAME[://ADDRESS][?option=value&...]``. Keyword ``options`` override the
+    spec's. With no spec, the innermost :func:`use` block decides, then the environment
+    variable ``ANYEXEC_BACKEND``, then the default ``processes`` (``serial`` inside a task).
+
+    Raises :class:`UnknownBackendError`, :class:`BackendUnavailableError`, ``TypeError`` or
+    ``ValueError`` here, never at the first task.
+    """
+    from anyexec._executor import Executor
+
+    resolved = resolve(spec, options)
+    return Executor._create(resolved)
+
+
+@contextmanager
+def use(spec: str, /, **options: Any) -> Iterator[None]:
+    """Make ``spec`` (with ``options``) the default for ``get_executor()`` inside the block.
+
+    Context-local: other threads and asyncio tasks are unaffected. The spec is checked on
+    entry, so a typo fails here rather than at the first ``get_executor()``.
+    """
+    resolve(spec, options)
+    token = CURRENT_USE.set((spec, dict(options)))
+    try:
+        yield
+    finally:
+        CURRENT_USE.reset(token)

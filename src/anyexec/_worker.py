@@ -1,0 +1,245 @@
+"""What runs on the workers: unpack the user's function, run a chunk of calls, report back.
+
+This module is imported in every worker process of every engine, so it imports only the
+standard library at module level; cloudpickle is imported when a payload is first unpacked.
+"""
+
+from __future__ import annotations
+
+import pickle
+import reprlib
+import sys
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from anyexec._context import CURRENT_USE
+
+__all__ = [
+    "CALL",
+    "SINGLE",
+    "STAR",
+    "ChunkOutcome",
+    "Failure",
+    "PickledCallable",
+    "in_worker",
+    "run_chunk",
+]
+
+# How the items of a chunk are applied: fn(item), fn(*item), or fn(*args, **kwargs).
+SINGLE, STAR, CALL = 0, 1, 2
+
+#: True while a task runs on an anyexec worker; makes the default backend ``serial`` there.
+_IN_WORKER: ContextVar[bool] = ContextVar("anyexec_in_worker", default=False)
+
+_short = reprlib.Repr()
+_short.maxstring = 60
+_short.maxother = 60
+
+
+def in_worker() -> bool:
+    """Whether the current code runs inside a task on an anyexec worker."""
+    return _IN_WORKER.get()
+
+
+@dataclass(frozen=True)
+class PickledCallable:
+    """The user's function, cloudpickled once in the caller.
+
+    ``token`` identifies it so that each worker process unpickles it once, not once per chunk.
+    ``sys_path`` carries the caller's import path, so that a function from a module found
+    through a path added at run time (pytest's rootdir, a notebook's folder) imports on workers
+    that share the file system.
+    """
+
+    token: str
+    data: bytes
+    sys_path: tuple[str, ...]
+
+
+class _FunctionCache:
+    """A small per-process LRU of unpickled functions, keyed by payload token."""
+
+    def __init__(self, size: int = 16) -> None:
+        self._size = size
+        self._items: OrderedDict[str, Callable[..., Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def resolve(self, payload: PickledCallable | Callable[..., Any]) -> Callable[..., Any]:
+        if not isinstance(payload, PickledCallable):
+            return payload
+        with self._lock:
+            fn = self._items.get(payload.token)
+            if fn is not None:
+                self._items.move_to_end(payload.token)
+                return fn
+        for entry in payload.sys_path:
+            if entry not in sys.path:
+                sys.path.append(entry)
+        import cloudpickle  # noqa: F401  (registers reducers cloudpickle output may need)
+
+        fn = pickle.loads(payload.data)
+        with self._lock:
+            self._items[payload.token] = fn
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return fn
+
+
+_functions = _FunctionCache()
+
+
+@dataclass
+class Failure:
+    """An exception raised by one call, with what the caller needs to report it."""
+
+    position: int
+    exception: BaseException
+    traceback: str
+    item_repr: str
+
+
+@dataclass
+class ChunkOutcome:
+    """The results of one chunk, in order; failed positions hold ``None``."""
+
+    values: list[Any]
+    failures: list[Failure] = field(default_factory=list)
+    elapsed: float = 0.0
+
+
+def _describe(item: Any, mode: int) -> str:
+    if mode == SINGLE:
+        return _short.repr(item)
+    if mode == STAR:
+        return _short.repr(tuple(item))
+    args, kwargs = item
+    shown = [_short.repr(a) for a in args] + [f"{k}={_short.repr(v)}" for k, v in kwargs.items()]
+    return "(" + ", ".join(shown) + ")"
+
+
+def _portable(exc: BaseException, crossing: bool) -> BaseException:
+    """Return ``exc``, or a stand-in when it cannot be sent back to the caller."""
+    if not crossing:
+        return exc
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception as why:
+        from anyexec._errors import SerializationError
+
+        return SerializationError(
+            f"the task raised {type(exc).__name__}: {exc} -- but that exception could not be "
+            f"sent back to the caller ({type(why).__name__}: {why}). Make the exception class "
+            "picklable: its __init__ must accept the args it passes to Exception.__init__."
+        )
+    return exc
+
+
+def _trim_own_frames(exc: BaseException) -> None:
+    """Drop this module's frames from the traceback: the user wants their own code's frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    if tb is not None:
+        exc.__traceback__ = tb
+
+
+def _call_all(fn: Callable[..., Any], items: list[Any], mode: int, start: int,
+              out: list[Any]) -> None:
+    """Append fn applied to items[start:] to ``out``; stop at the first exception."""
+    append = out.append
+    # Three tight loops instead of one generic one: this is the hot path for tiny tasks.
+    if mode == SINGLE:
+        for item in items[start:] if start else items:
+            append(fn(item))
+    elif mode == STAR:
+        for item in items[start:] if start else items:
+            append(fn(*item))
+    else:
+        for args, kwargs in items[start:] if start else items:
+            append(fn(*args, **kwargs))
+
+
+def run_chunk(payload: PickledCallable | Callable[..., Any], items: bytes | list[Any],
+              mode: int, stop_on_error: bool) -> bytes | ChunkOutcome:
+    """Run one chunk on a worker. Called through the backend's ``submit``.
+
+    When ``items`` arrive as bytes the chunk crossed a process boundary: the outcome goes back
+    pickled by us, so that a result that cannot be pickled is reported with its item instead
+    of surfacing as an engine-specific error.
+    """
+    crossing = isinstance(items, bytes)
+    token = _IN_WORKER.set(True)
+    # A use() block of the caller must not leak into tasks run in its thread (serial): inside a
+    # task the default is serial, and only a use() entered by the task itself counts.
+    use_token = CURRENT_USE.set(None)
+    try:
+        fn = _functions.resolve(payload)
+        calls: list[Any] = pickle.loads(items) if isinstance(items, bytes) else items
+        # Timed after unpacking: the chunker wants the cost of the calls alone.
+        started = time.perf_counter()
+        values: list[Any] = []
+        failures: list[Failure] = []
+        position = 0
+        while position < len(calls):
+            try:
+                _call_all(fn, calls, mode, position, values)
+                break
+            except BaseException as exc:  # noqa: BLE001 - reported to the caller, not swallowed
+                position = len(values)
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not crossing:
+                    raise
+                _trim_own_frames(exc)
+                failures.append(Failure(
+                    position=position,
+                    exception=_portable(exc, crossing),
+                    traceback="".join(traceback.format_exception(exc)),
+                    item_repr=_describe(calls[position], mode),
+                ))
+                values.append(None)
+                position += 1
+                if stop_on_error:
+                    break
+        outcome = ChunkOutcome(values, failures, time.perf_counter() - started)
+    finally:
+        CURRENT_USE.reset(use_token)
+        _IN_WORKER.reset(token)
+    if not crossing:
+        return outcome
+    return _dump_outcome(outcome, calls, mode)
+
+
+def _dump_outcome(outcome: ChunkOutcome, calls: list[Any], mode: int) -> bytes:
+    try:
+        return pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        pass
+    import cloudpickle
+
+    try:
+        return bytes(cloudpickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        pass
+    # Find the value that cannot be pickled and report it as that item's failure.
+    from anyexec._errors import SerializationError
+
+    for position, value in enumerate(outcome.values):
+        try:
+            cloudpickle.dumps(value)
+        except Exception as why:
+            error = SerializationError(
+                f"the result {_short.repr(value)} of type {type(value).__name__} could not be "
+                f"pickled to send it back to the caller ({type(why).__name__}: {why}). Return "
+                "plain data (numbers, strings, lists, dicts, arrays) instead of objects that "
+                "hold locks, sockets, open files or generators."
+            )
+            outcome.values[position] = None
+            outcome.failures.append(Failure(position, error, "", _describe(calls[position], mode)))
+            outcome.failures.sort(key=lambda f: f.position)
+            return _dump_outcome(outcome, calls, mode)
+    raise RuntimeError("unreachable: outcome unpicklable but every value pickles")
