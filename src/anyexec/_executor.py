@@ -137,6 +137,11 @@ class Executor(concurrent.futures.Executor):
         self._shut = False
         self._last_payload: tuple[Callable[..., Any], PickledCallable] | None = None
 
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What this backend promises beyond the common contract (see ``anyexec.CAPABILITIES``)."""
+        return frozenset(getattr(self._backend, "capabilities", frozenset()))
+
     @classmethod
     def _create(cls, resolved: Any) -> Executor:
         backend = resolved.factory(**resolved.options)

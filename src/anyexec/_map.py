@@ -131,7 +131,8 @@ class MapRun:
         self._complete: dict[int, _Chunk] = {}
         self._pending: dict[int, tuple[_Task, Future[Any]]] = {}
         self._task_ids = itertools.count()
-        self._done: queue.SimpleQueue[int] = queue.SimpleQueue()
+        # (task id, monotonic time it finished), fed by the futures' done-callbacks.
+        self._done: queue.SimpleQueue[tuple[int, float]] = queue.SimpleQueue()
         self._progress: Progress | None = (
             make_progress(total, f"anyexec[{ex.backend}]") if req.progress else None
         )
@@ -174,21 +175,28 @@ class MapRun:
         done = self._done
         # The callback holds only the queue, never this object, so that dropping the iterator
         # lets it be collected and its pending work cancelled.
-        future.add_done_callback(lambda _f, task_id=task_id: done.put(task_id))
+        future.add_done_callback(
+            lambda _f, task_id=task_id: done.put((task_id, time.monotonic()))
+        )
 
     # -- collecting ----------------------------------------------------------------------
 
     def _wait(self) -> int:
         if self._deadline is None:
-            return self._done.get()
+            return self._done.get()[0]
         remaining = self._deadline - time.monotonic()
         try:
-            return self._done.get(timeout=max(0.0, remaining))
+            task_id, finished = self._done.get(timeout=max(0.0, remaining))
         except queue.Empty:
+            finished = float("inf")
+        # A result that became available after the deadline is a timeout too, whether we
+        # waited for it or a backend that runs tasks synchronously (serial) made us late.
+        if finished > self._deadline:
             raise TimeoutError(
                 f"map did not finish within timeout={self._req.timeout} s; "
-                f"{len(self._pending)} chunk(s) still running were cancelled"
-            ) from None
+                f"{len(self._pending)} task(s) not finished in time were cancelled"
+            )
+        return task_id
 
     def _receive(self, task: _Task, future: Future[Any]) -> None:
         """Record a finished task's results into its chunk, resubmitting retries."""
@@ -314,8 +322,9 @@ class MapRun:
             self._progress = None
 
     def __del__(self) -> None:
-        # An iterator dropped before it was started never runs its finally block.
-        for _task, future in self._pending.values():
+        # An iterator dropped before it was started never runs its finally block. (An object
+        # whose __init__ failed has no _pending.)
+        for _task, future in getattr(self, "_pending", {}).values():
             future.cancel()
 
 

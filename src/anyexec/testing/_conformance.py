@@ -1,0 +1,274 @@
+"""The conformance suite as one abstract test class (see ``anyexec.testing``)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+import anyexec
+from anyexec.testing import tasks
+
+__all__ = ["BackendConformance"]
+
+
+def _text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
+
+
+class BackendConformance:
+    """Subclass with ``backend = "name"``; optionally ``options`` and ``slow_task_seconds``."""
+
+    #: The backend's registered name.
+    backend: ClassVar[str] = ""
+    #: Keyword options passed to ``get_executor``.
+    options: ClassVar[dict[str, Any]] = {}
+    #: How long the "slow" tasks of the cancellation checks sleep; raise it for engines with a
+    #: high per-task latency.
+    slow_task_seconds: ClassVar[float] = 0.3
+
+    # -- fixtures ------------------------------------------------------------------------
+
+    def make_executor(self, **overrides: Any) -> anyexec.Executor:
+        """A new executor on the backend under test; the caller shuts it down."""
+        if not self.backend:
+            raise TypeError(f"{type(self).__name__} must set the class attribute 'backend'")
+        return anyexec.get_executor(self.backend, **{**self.options, **overrides})
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def executor(cls) -> Iterator[anyexec.Executor]:
+        """One executor shared by the class's tests (engines such as Ray start slowly)."""
+        ex = cls().make_executor()
+        try:
+            yield ex
+        finally:
+            ex.shutdown(wait=True)
+
+    def require(self, executor: anyexec.Executor, capability: str) -> None:
+        if capability not in executor.capabilities:
+            pytest.skip(f"backend {self.backend!r} does not declare capability {capability!r}")
+
+    # -- identity ------------------------------------------------------------------------
+
+    def test_executor_reports_its_backend_and_worker_count(self, executor: anyexec.Executor):
+        assert executor.backend == self.backend
+        assert isinstance(executor.max_workers, int)
+        assert executor.max_workers >= 1
+        assert set(executor.capabilities) <= anyexec.CAPABILITIES
+
+    # -- map -----------------------------------------------------------------------------
+
+    def test_map_yields_results_in_input_order(self, executor: anyexec.Executor):
+        assert list(executor.map(tasks.reverse_sleep, range(20), chunksize=1)) == list(range(20))
+
+    def test_map_of_many_tiny_tasks_is_complete_and_ordered(self, executor: anyexec.Executor):
+        assert list(executor.map(tasks.square, range(20_000))) == [x * x for x in range(20_000)]
+
+    def test_unordered_map_yields_every_result_once(self, executor: anyexec.Executor):
+        results = list(executor.map(tasks.reverse_sleep, range(20), ordered=False, chunksize=1))
+        assert sorted(results) == list(range(20))
+
+    def test_map_over_empty_input_yields_nothing(self, executor: anyexec.Executor):
+        assert list(executor.map(tasks.square, [])) == []
+        assert list(executor.map(tasks.square, [], ordered=False)) == []
+
+    def test_several_iterables_are_zipped_to_the_shortest(self, executor: anyexec.Executor):
+        assert list(executor.map(tasks.add, range(5), range(10, 100))) == [10, 12, 14, 16, 18]
+
+    def test_endless_generator_is_consumed_lazily(self, executor: anyexec.Executor):
+        results = executor.map(tasks.square, itertools.count())
+        assert list(itertools.islice(results, 100)) == [x * x for x in range(100)]
+        results.close()  # type: ignore[attr-defined]
+
+    def test_stalled_consumer_stops_pulling_input(self, executor: anyexec.Executor):
+        pulled = 0
+
+        def source() -> Iterator[int]:
+            nonlocal pulled
+            for x in itertools.count():
+                pulled += 1
+                yield x
+
+        results = executor.map(tasks.square, source(), chunksize=1, buffersize=8)
+        assert next(results) == 0
+        time.sleep(0.3)
+        assert pulled <= 1 + 8
+        results.close()  # type: ignore[attr-defined]
+
+    def test_partial_and_kwargs_free_functions_work(self, executor: anyexec.Executor):
+        fn = partial(tasks.sleep_then_return, seconds=0)
+        assert list(executor.map(fn, "abc")) == ["a", "b", "c"]
+
+    def test_lambdas_closures_and_nested_functions_work(self, executor: anyexec.Executor):
+        offset = 10
+
+        def nested(x: int) -> int:
+            return x + offset
+
+        assert list(executor.map(lambda x: x * 2, range(5))) == [0, 2, 4, 6, 8]
+        assert list(executor.map(nested, range(3))) == [10, 11, 12]
+        assert executor.submit(lambda: offset).result() == 10
+
+    def test_map_timeout_raises_timeout_error(self, executor: anyexec.Executor):
+        results = executor.map(tasks.sleep_then_return, [1], [5.0], timeout=0.2)
+        with pytest.raises(TimeoutError, match=r"timeout=0\.2"):
+            list(results)
+
+    # -- errors --------------------------------------------------------------------------
+
+    def test_exception_keeps_its_type_traceback_and_names_the_item(
+        self, executor: anyexec.Executor
+    ):
+        with pytest.raises(ValueError, match="item 3 is bad") as info:
+            list(executor.map(tasks.fail_on, range(10)))
+        text = _text(info.value)
+        assert "fail_on" in text, "the worker's traceback is missing"
+        assert 'raise ValueError(f"item {x} is bad")' in text
+        notes = getattr(info.value, "__notes__", [])
+        assert any("item 3" in note and self.backend in note for note in notes), notes
+
+    def test_unordered_map_raises_the_failure_too(self, executor: anyexec.Executor):
+        with pytest.raises(ValueError, match="item 3 is bad"):
+            list(executor.map(tasks.fail_on, range(10), ordered=False))
+
+    def test_on_error_return_keeps_every_good_result(self, executor: anyexec.Executor):
+        results = list(executor.map(tasks.fail_on, range(6), on_error="return"))
+        assert results[:3] == [0, 1, 2]
+        assert results[4:] == [4, 5]
+        assert isinstance(results[3], ValueError)
+        assert "fail_on" in _text(results[3])
+
+    def test_retries_rerun_only_the_failed_items(self, executor: anyexec.Executor,
+                                                 tmp_path: Path):
+        fn = partial(tasks.fail_first_time, folder=str(tmp_path))
+        assert list(executor.map(fn, range(8), retries=1)) == list(range(8))
+        fresh = tmp_path / "again"
+        fresh.mkdir()
+        fn = partial(tasks.fail_first_time, folder=str(fresh))
+        with pytest.raises(RuntimeError, match="transient failure"):
+            list(executor.map(fn, range(8), retries=1, retry_on=KeyError))
+
+    def test_submit_returns_a_future_with_the_result(self, executor: anyexec.Executor):
+        future = executor.submit(tasks.add, 2, y=3)
+        assert future.result(timeout=60) == 5
+
+    def test_submit_exception_keeps_type_and_names_the_call(self, executor: anyexec.Executor):
+        future = executor.submit(tasks.fail_on, 3)
+        with pytest.raises(ValueError, match="item 3 is bad") as info:
+            future.result(timeout=60)
+        assert "fail_on" in _text(info.value)
+        assert any("(3)" in note for note in getattr(info.value, "__notes__", []))
+
+    def test_works_with_asyncio_run_in_executor(self, executor: anyexec.Executor):
+        async def main() -> list[int]:
+            loop = asyncio.get_running_loop()
+            calls = [loop.run_in_executor(executor, tasks.square, x) for x in range(5)]
+            return list(await asyncio.gather(*calls))
+
+        assert asyncio.run(main()) == [0, 1, 4, 9, 16]
+
+    def test_default_backend_inside_a_task_is_serial(self, executor: anyexec.Executor):
+        assert executor.submit(tasks.nested_default_backend).result(timeout=60) == "serial"
+        assert list(executor.map(lambda _: tasks.nested_default_backend(), [0])) == ["serial"]
+
+    def test_progress_shows_without_breaking_results(self, executor: anyexec.Executor,
+                                                     capsys: pytest.CaptureFixture[str]):
+        assert list(executor.map(tasks.square, range(50), progress=True)) == [
+            x * x for x in range(50)
+        ]
+        assert "50" in capsys.readouterr().err
+
+    # -- cancellation and shutdown -------------------------------------------------------
+
+    def test_closing_the_iterator_cancels_work_not_started(self, tmp_path: Path):
+        ex = self.make_executor()
+        try:
+            fn = partial(tasks.record_and_sleep, folder=str(tmp_path),
+                         seconds=self.slow_task_seconds)
+            results = ex.map(fn, range(200), chunksize=1)
+            assert next(results) == 0
+            results.close()  # type: ignore[attr-defined]
+        finally:
+            ex.shutdown(wait=True)
+        started = len(list(tmp_path.glob("*.started")))
+        assert started < 200, "closing the iterator did not cancel pending work"
+
+    def test_dropping_the_iterator_cancels_work_not_started(self, tmp_path: Path):
+        ex = self.make_executor()
+        try:
+            fn = partial(tasks.record_and_sleep, folder=str(tmp_path),
+                         seconds=self.slow_task_seconds)
+            results = ex.map(fn, range(200), chunksize=1)
+            del results
+        finally:
+            ex.shutdown(wait=True)
+        assert len(list(tmp_path.glob("*.started"))) < 200
+
+    def test_submit_after_shutdown_raises(self):
+        ex = self.make_executor()
+        ex.shutdown()
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            ex.submit(tasks.square, 2)
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            ex.map(tasks.square, [1])
+        ex.shutdown()  # a second shutdown does nothing
+
+    def test_context_manager_shuts_down(self):
+        with self.make_executor() as ex:
+            assert ex.submit(tasks.square, 3).result(timeout=60) == 9
+        with pytest.raises(RuntimeError):
+            ex.submit(tasks.square, 3)
+
+    # -- crossing a process boundary -----------------------------------------------------
+
+    def test_unpicklable_argument_is_named(self, executor: anyexec.Executor):
+        self.require(executor, "isolated")
+        with pytest.raises(anyexec.SerializationError, match=r"item 1 \(lock\)"):
+            list(executor.map(tasks.square, [1, threading.Lock()]))
+
+    def test_unpicklable_result_is_named(self, executor: anyexec.Executor):
+        self.require(executor, "isolated")
+        with pytest.raises(anyexec.SerializationError, match="result .* could not be pickled"):
+            list(executor.map(tasks.return_lock, [1]))
+
+    def test_unpicklable_exception_is_reported(self, executor: anyexec.Executor):
+        self.require(executor, "isolated")
+        with pytest.raises(anyexec.SerializationError, match="UnpicklableError: cannot send 1"):
+            list(executor.map(tasks.raise_unpicklable, [1]))
+
+    def test_exception_that_fails_to_unpickle_is_reported(self, executor: anyexec.Executor):
+        self.require(executor, "isolated")
+        with pytest.raises(anyexec.SerializationError, match="BadReduceError"):
+            list(executor.map(tasks.raise_bad_reduce, [1]))
+
+    def test_unpicklable_function_is_named_at_the_call(self, executor: anyexec.Executor):
+        self.require(executor, "isolated")
+        lock = threading.Lock()
+        with pytest.raises(anyexec.SerializationError, match="cannot be pickled"):
+            executor.map(lambda x: (lock, x), [1])
+
+    def test_tasks_run_in_other_processes(self, executor: anyexec.Executor):
+        self.require(executor, "isolated")
+        import os
+
+        assert os.getpid() not in set(executor.map(tasks.pid, range(4), chunksize=1))
+
+    def test_worker_death_is_reported_and_the_executor_recovers(self):
+        ex = self.make_executor()
+        try:
+            self.require(ex, "recovers_from_worker_death")
+            with pytest.raises(anyexec.WorkerCrashedError, match=r"item.*3") as info:
+                list(ex.map(tasks.exit_worker, range(6), chunksize=1))
+            assert "os._exit" in str(info.value)
+            assert list(ex.map(tasks.square, range(5))) == [0, 1, 4, 9, 16]
+        finally:
+            ex.shutdown(wait=True)

@@ -1,0 +1,98 @@
+"""Task functions used by the conformance kit.
+
+They live in the installed package, not in a test file, so that workers of any engine (a Ray
+or Dask worker started elsewhere) can import them by reference.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import anyexec
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+def sleep_then_return(x: Any, seconds: float) -> Any:
+    time.sleep(seconds)
+    return x
+
+
+def reverse_sleep(x: int) -> int:
+    """Later items finish first, so completion order differs from input order."""
+    time.sleep(0.02 * (5 - x % 5))
+    return x
+
+
+def fail_on(x: int, bad: int = 3) -> int:
+    if x == bad:
+        raise ValueError(f"item {x} is bad")
+    return x
+
+
+def record_and_sleep(x: int, folder: str, seconds: float) -> int:
+    """Leave a marker file per started item, then sleep."""
+    Path(folder, f"{x}.started").touch()
+    time.sleep(seconds)
+    return x
+
+
+def fail_first_time(x: int, folder: str) -> int:
+    """Raise on the first attempt for each item, succeed on the second."""
+    marker = Path(folder, f"{x}.tried")
+    if not marker.exists():
+        marker.touch()
+        raise RuntimeError(f"transient failure on {x}")
+    return x
+
+
+def exit_worker(x: int, bad: int = 3) -> int:
+    if x == bad:
+        os._exit(13)
+    return x
+
+
+def nested_default_backend() -> str:
+    with anyexec.get_executor() as inner:
+        return inner.backend
+
+
+def return_lock(x: int) -> Any:
+    return threading.Lock()
+
+
+class UnpicklableError(Exception):
+    """An exception carrying an object that cannot be pickled."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def raise_unpicklable(x: int) -> int:
+    raise UnpicklableError(f"cannot send {x}")
+
+
+class BadReduceError(Exception):
+    """Pickles fine but fails to unpickle: __init__ needs two arguments, args has one."""
+
+    def __init__(self, a: str, b: str) -> None:
+        super().__init__(a)
+
+
+def raise_bad_reduce(x: int) -> int:
+    raise BadReduceError("one", "two")
+
+
+def pid(x: Any = None) -> int:
+    return os.getpid()
