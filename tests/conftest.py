@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 
 @pytest.fixture(autouse=True)
-def _no_backend_from_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _no_backend_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     # The CI machine or a developer may have ANYEXEC_BACKEND set; tests set it explicitly.
     monkeypatch.delenv("ANYEXEC_BACKEND", raising=False)
-    yield

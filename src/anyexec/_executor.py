@@ -19,8 +19,8 @@ from concurrent.futures import Future
 from typing import Any, Literal, TypeVar
 
 from anyexec._errors import SerializationError
-from anyexec._map import MapRequest, add_note, dump_items, start_map
-from anyexec._worker import CALL, ChunkOutcome, PickledCallable, run_chunk
+from anyexec._map import MapRequest, decode_outcome, dump_items, failure_exception, start_map
+from anyexec._worker import CALL, PickledCallable, run_chunk
 
 __all__ = ["Executor"]
 
@@ -55,20 +55,14 @@ class _LinkedFuture(Future[Any]):
             super().cancel()
             return
         try:
-            outcome = _decode_single(self._ex, inner)
-        except BaseException as exc:
-            self._settle(exc=exc)
+            outcome = decode_outcome(self._ex, inner, "a submitted call")
+        except BaseException as error:
+            self._settle(exc=error)
             return
         if outcome.failures:
             failure = outcome.failures[0]
-            exc = failure.exception
-            if self._ex._pickles and failure.traceback and exc.__traceback__ is None:
-                from anyexec._errors import RemoteTraceback
-
-                exc.__cause__ = RemoteTraceback(failure.traceback)
-            add_note(exc, f"anyexec: raised by the call {failure.item_repr} on backend "
-                          f"{self._ex.backend!r}")
-            self._settle(exc=exc)
+            self._settle(exc=failure_exception(self._ex, failure,
+                                               f"the call {failure.item_repr}"))
         else:
             self._settle(value=outcome.values[0])
 
@@ -80,28 +74,6 @@ class _LinkedFuture(Future[Any]):
                 self.set_result(value)
         except concurrent.futures.InvalidStateError:
             pass  # cancelled by the user in the meantime
-
-
-def _decode_single(ex: Executor, inner: Future[Any]) -> ChunkOutcome:
-    try:
-        raw = inner.result()
-    except Exception as exc:
-        from anyexec._errors import WorkerCrashedError
-        from anyexec._map import _CRASH_CAUSES
-
-        raise WorkerCrashedError(
-            f"a worker of backend {ex.backend!r} failed while running a submitted call: "
-            f"{type(exc).__name__}: {exc}. {_CRASH_CAUSES} {ex._recovery_hint()}"
-        ) from exc
-    if isinstance(raw, bytes):
-        try:
-            return pickle.loads(raw)  # type: ignore[no-any-return]
-        except Exception as exc:
-            raise SerializationError(
-                f"the result of a submitted call could not be unpickled in the caller "
-                f"({type(exc).__name__}: {exc})"
-            ) from exc
-    return raw  # type: ignore[no-any-return]
 
 
 class Executor(concurrent.futures.Executor):
@@ -140,7 +112,8 @@ class Executor(concurrent.futures.Executor):
     @property
     def capabilities(self) -> frozenset[str]:
         """What this backend promises beyond the common contract (see ``anyexec.CAPABILITIES``)."""
-        return frozenset(getattr(self._backend, "capabilities", frozenset()))
+        declared: frozenset[str] = frozenset(getattr(self._backend, "capabilities", ()))
+        return declared
 
     @classmethod
     def _create(cls, resolved: Any) -> Executor:
@@ -174,8 +147,7 @@ class Executor(concurrent.futures.Executor):
         return payload
 
     def _recovery_hint(self) -> str:
-        capabilities = getattr(self._backend, "capabilities", frozenset())
-        if "recovers_from_worker_death" in capabilities:
+        if "recovers_from_worker_death" in self.capabilities:
             return "This executor has replaced its workers; the next call works."
         return "This executor may be broken: shut it down and create a new one."
 
@@ -209,7 +181,7 @@ class Executor(concurrent.futures.Executor):
             outer.link(self._backend.submit(run_chunk, payload, blob, CALL, True))
             return outer
 
-    def map(  # type: ignore[override]
+    def map(
         self,
         fn: Callable[..., T],
         *iterables: Iterable[Any],

@@ -22,7 +22,7 @@ from anyexec._errors import RemoteTraceback, SerializationError, WorkerCrashedEr
 from anyexec._progress import Progress, make_progress
 from anyexec._worker import SINGLE, STAR, ChunkOutcome, Failure, run_chunk
 
-__all__ = ["MapRequest", "start_map"]
+__all__ = ["MapRequest", "decode_outcome", "dump_items", "failure_exception", "start_map"]
 
 _CRASH_CAUSES = (
     "Likely causes: the task called os._exit() or crashed the interpreter (a segmentation "
@@ -102,6 +102,42 @@ def dump_items(items: list[Any], start: int) -> bytes:
     raise SerializationError(f"items {start}..{start + len(items) - 1} cannot be pickled")
 
 
+def decode_outcome(ex: Any, future: Future[Any], where: str) -> ChunkOutcome:
+    """The outcome of a finished task; engine failures become anyexec errors naming ``where``."""
+    try:
+        raw = future.result()
+    except CancelledError:
+        raise
+    except Exception as exc:
+        # The runner catches every exception of the user's code, so anything raised here is
+        # the engine losing the task: a dead worker, a lost node, a broken pool.
+        raise WorkerCrashedError(
+            f"a worker of backend {ex.backend!r} failed while running {where}: "
+            f"{type(exc).__name__}: {exc}. {_CRASH_CAUSES} {ex._recovery_hint()}"
+        ) from exc
+    if isinstance(raw, bytes):
+        try:
+            return pickle.loads(raw)  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise SerializationError(
+                f"the results of {where} arrived but could not be unpickled in the caller "
+                f"({type(exc).__name__}: {exc}); a result or exception class is probably not "
+                "importable here, or its __reduce__ is broken."
+            ) from exc
+    return raw  # type: ignore[no-any-return]
+
+
+def failure_exception(ex: Any, failure: Failure, where: str) -> BaseException:
+    """The user's exception, with the worker's traceback attached and a note naming ``where``."""
+    exc = failure.exception
+    if ex._pickles and failure.traceback and exc.__traceback__ is None:
+        # Tracebacks do not survive pickling; show the worker's text as the cause, as
+        # ProcessPoolExecutor does.
+        exc.__cause__ = RemoteTraceback(failure.traceback)
+    add_note(exc, f"anyexec: raised by {where} on backend {ex.backend!r}")
+    return exc
+
+
 class MapRun:
     """The state of one ``map`` call; iterated by the generator that ``start_map`` returns."""
 
@@ -114,8 +150,9 @@ class MapRun:
         share = getattr(self._backend, "share", None) if self._crossing else None
         self._payload = share(payload) if share is not None else payload
         self._mode = SINGLE if len(req.iterables) == 1 else STAR
-        source = iter(req.iterables[0]) if self._mode == SINGLE else zip(*req.iterables)
-        self._source: Iterator[Any] = source
+        self._source: Iterator[Any] = (
+            iter(req.iterables[0]) if self._mode == SINGLE else zip(*req.iterables, strict=False)
+        )
         total = _length(req.iterables)
         self._chunker = Chunker(fixed=req.chunksize, target_seconds=ex._target_chunk_seconds,
                                 workers=ex.max_workers, total=total)
@@ -231,41 +268,12 @@ class MapRun:
     def _decode(self, future: Future[Any], chunk: _Chunk, task: _Task) -> ChunkOutcome:
         start = chunk.start if task.position is None else chunk.start + task.position
         count = len(chunk.items) if task.position is None else 1
-        try:
-            raw = future.result()
-        except CancelledError:
-            raise
-        except Exception as exc:
-            # The runner catches every exception of the user's code, so anything raised here
-            # is the engine losing the task: a dead worker, a lost node, a broken pool.
-            first = chunk.items[task.position or 0]
-            where = f"item {start}" if count == 1 else f"items {start}..{start + count - 1}"
-            crash = WorkerCrashedError(
-                f"a worker of backend {self._ex.backend!r} failed while running {where} "
-                f"(first: {_short_repr(first)}): {type(exc).__name__}: {exc}. {_CRASH_CAUSES} "
-                f"{self._ex._recovery_hint()}"
-            )
-            crash.__cause__ = exc
-            raise crash from exc
-        if isinstance(raw, bytes):
-            try:
-                return pickle.loads(raw)  # type: ignore[no-any-return]
-            except Exception as exc:
-                raise SerializationError(
-                    f"the results of items {start}..{start + count - 1} arrived but could not "
-                    f"be unpickled in the caller ({type(exc).__name__}: {exc}); a result or "
-                    "exception class is probably not importable here, or its __reduce__ is "
-                    "broken."
-                ) from exc
-        return raw  # type: ignore[no-any-return]
+        where = f"item {start}" if count == 1 else f"items {start}..{start + count - 1}"
+        first = _short_repr(chunk.items[task.position or 0])
+        return decode_outcome(self._ex, future, f"{where} (first: {first})")
 
     def _exception(self, failure: Failure, index: int) -> BaseException:
-        exc = failure.exception
-        if self._crossing and failure.traceback and exc.__traceback__ is None:
-            exc.__cause__ = RemoteTraceback(failure.traceback)
-        add_note(exc, f"anyexec: raised by item {index} ({failure.item_repr}) on backend "
-                      f"{self._ex.backend!r}")
-        return exc
+        return failure_exception(self._ex, failure, f"item {index} ({failure.item_repr})")
 
     def _finish(self, chunk: _Chunk) -> list[Any]:
         """The chunk's values; raises its first error unless ``on_error='return'``."""

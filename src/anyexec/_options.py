@@ -70,7 +70,7 @@ class OptionSchema:
 
 def option_schema(factory: Callable[..., object]) -> OptionSchema:
     """Read the keyword options of ``factory`` (a class or a function)."""
-    target: Any = factory.__init__ if isinstance(factory, type) else factory
+    target: Any = typing.cast(Any, factory).__init__ if isinstance(factory, type) else factory
     try:
         sig = inspect.signature(factory)
     except (TypeError, ValueError):

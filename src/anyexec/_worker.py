@@ -74,16 +74,16 @@ class _FunctionCache:
         if not isinstance(payload, PickledCallable):
             return payload
         with self._lock:
-            fn = self._items.get(payload.token)
-            if fn is not None:
+            cached = self._items.get(payload.token)
+            if cached is not None:
                 self._items.move_to_end(payload.token)
-                return fn
+                return cached
         for entry in payload.sys_path:
             if entry not in sys.path:
                 sys.path.append(entry)
         import cloudpickle  # noqa: F401  (registers reducers cloudpickle output may need)
 
-        fn = pickle.loads(payload.data)
+        fn: Callable[..., Any] = pickle.loads(payload.data)
         with self._lock:
             self._items[payload.token] = fn
             while len(self._items) > self._size:
@@ -190,7 +190,7 @@ def run_chunk(payload: PickledCallable | Callable[..., Any], items: bytes | list
             try:
                 _call_all(fn, calls, mode, position, values)
                 break
-            except BaseException as exc:  # noqa: BLE001 - reported to the caller, not swallowed
+            except BaseException as exc:  # reported to the caller, not swallowed
                 position = len(values)
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not crossing:
                     raise

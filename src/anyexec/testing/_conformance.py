@@ -59,7 +59,9 @@ class BackendConformance:
 
     # -- identity ------------------------------------------------------------------------
 
-    def test_executor_reports_its_backend_and_worker_count(self, executor: anyexec.Executor):
+    def test_executor_reports_its_backend_and_worker_count(
+        self, executor: anyexec.Executor
+    ) -> None:
         assert executor.backend == self.backend
         assert isinstance(executor.max_workers, int)
         assert executor.max_workers >= 1
@@ -67,29 +69,31 @@ class BackendConformance:
 
     # -- map -----------------------------------------------------------------------------
 
-    def test_map_yields_results_in_input_order(self, executor: anyexec.Executor):
+    def test_map_yields_results_in_input_order(self, executor: anyexec.Executor) -> None:
         assert list(executor.map(tasks.reverse_sleep, range(20), chunksize=1)) == list(range(20))
 
-    def test_map_of_many_tiny_tasks_is_complete_and_ordered(self, executor: anyexec.Executor):
+    def test_map_of_many_tiny_tasks_is_complete_and_ordered(
+        self, executor: anyexec.Executor
+    ) -> None:
         assert list(executor.map(tasks.square, range(20_000))) == [x * x for x in range(20_000)]
 
-    def test_unordered_map_yields_every_result_once(self, executor: anyexec.Executor):
+    def test_unordered_map_yields_every_result_once(self, executor: anyexec.Executor) -> None:
         results = list(executor.map(tasks.reverse_sleep, range(20), ordered=False, chunksize=1))
         assert sorted(results) == list(range(20))
 
-    def test_map_over_empty_input_yields_nothing(self, executor: anyexec.Executor):
+    def test_map_over_empty_input_yields_nothing(self, executor: anyexec.Executor) -> None:
         assert list(executor.map(tasks.square, [])) == []
         assert list(executor.map(tasks.square, [], ordered=False)) == []
 
-    def test_several_iterables_are_zipped_to_the_shortest(self, executor: anyexec.Executor):
+    def test_several_iterables_are_zipped_to_the_shortest(self, executor: anyexec.Executor) -> None:
         assert list(executor.map(tasks.add, range(5), range(10, 100))) == [10, 12, 14, 16, 18]
 
-    def test_endless_generator_is_consumed_lazily(self, executor: anyexec.Executor):
+    def test_endless_generator_is_consumed_lazily(self, executor: anyexec.Executor) -> None:
         results = executor.map(tasks.square, itertools.count())
         assert list(itertools.islice(results, 100)) == [x * x for x in range(100)]
         results.close()  # type: ignore[attr-defined]
 
-    def test_stalled_consumer_stops_pulling_input(self, executor: anyexec.Executor):
+    def test_stalled_consumer_stops_pulling_input(self, executor: anyexec.Executor) -> None:
         pulled = 0
 
         def source() -> Iterator[int]:
@@ -104,11 +108,11 @@ class BackendConformance:
         assert pulled <= 1 + 8
         results.close()  # type: ignore[attr-defined]
 
-    def test_partial_and_kwargs_free_functions_work(self, executor: anyexec.Executor):
+    def test_partial_and_kwargs_free_functions_work(self, executor: anyexec.Executor) -> None:
         fn = partial(tasks.sleep_then_return, seconds=0)
         assert list(executor.map(fn, "abc")) == ["a", "b", "c"]
 
-    def test_lambdas_closures_and_nested_functions_work(self, executor: anyexec.Executor):
+    def test_lambdas_closures_and_nested_functions_work(self, executor: anyexec.Executor) -> None:
         offset = 10
 
         def nested(x: int) -> int:
@@ -118,7 +122,7 @@ class BackendConformance:
         assert list(executor.map(nested, range(3))) == [10, 11, 12]
         assert executor.submit(lambda: offset).result() == 10
 
-    def test_map_timeout_raises_timeout_error(self, executor: anyexec.Executor):
+    def test_map_timeout_raises_timeout_error(self, executor: anyexec.Executor) -> None:
         results = executor.map(tasks.sleep_then_return, [1], [5.0], timeout=0.2)
         with pytest.raises(TimeoutError, match=r"timeout=0\.2"):
             list(results)
@@ -127,7 +131,7 @@ class BackendConformance:
 
     def test_exception_keeps_its_type_traceback_and_names_the_item(
         self, executor: anyexec.Executor
-    ):
+    ) -> None:
         with pytest.raises(ValueError, match="item 3 is bad") as info:
             list(executor.map(tasks.fail_on, range(10)))
         text = _text(info.value)
@@ -136,11 +140,11 @@ class BackendConformance:
         notes = getattr(info.value, "__notes__", [])
         assert any("item 3" in note and self.backend in note for note in notes), notes
 
-    def test_unordered_map_raises_the_failure_too(self, executor: anyexec.Executor):
+    def test_unordered_map_raises_the_failure_too(self, executor: anyexec.Executor) -> None:
         with pytest.raises(ValueError, match="item 3 is bad"):
             list(executor.map(tasks.fail_on, range(10), ordered=False))
 
-    def test_on_error_return_keeps_every_good_result(self, executor: anyexec.Executor):
+    def test_on_error_return_keeps_every_good_result(self, executor: anyexec.Executor) -> None:
         results = list(executor.map(tasks.fail_on, range(6), on_error="return"))
         assert results[:3] == [0, 1, 2]
         assert results[4:] == [4, 5]
@@ -148,7 +152,7 @@ class BackendConformance:
         assert "fail_on" in _text(results[3])
 
     def test_retries_rerun_only_the_failed_items(self, executor: anyexec.Executor,
-                                                 tmp_path: Path):
+                                                 tmp_path: Path) -> None:
         fn = partial(tasks.fail_first_time, folder=str(tmp_path))
         assert list(executor.map(fn, range(8), retries=1)) == list(range(8))
         fresh = tmp_path / "again"
@@ -157,18 +161,20 @@ class BackendConformance:
         with pytest.raises(RuntimeError, match="transient failure"):
             list(executor.map(fn, range(8), retries=1, retry_on=KeyError))
 
-    def test_submit_returns_a_future_with_the_result(self, executor: anyexec.Executor):
+    def test_submit_returns_a_future_with_the_result(self, executor: anyexec.Executor) -> None:
         future = executor.submit(tasks.add, 2, y=3)
         assert future.result(timeout=60) == 5
 
-    def test_submit_exception_keeps_type_and_names_the_call(self, executor: anyexec.Executor):
+    def test_submit_exception_keeps_type_and_names_the_call(
+        self, executor: anyexec.Executor
+    ) -> None:
         future = executor.submit(tasks.fail_on, 3)
         with pytest.raises(ValueError, match="item 3 is bad") as info:
             future.result(timeout=60)
         assert "fail_on" in _text(info.value)
         assert any("(3)" in note for note in getattr(info.value, "__notes__", []))
 
-    def test_works_with_asyncio_run_in_executor(self, executor: anyexec.Executor):
+    def test_works_with_asyncio_run_in_executor(self, executor: anyexec.Executor) -> None:
         async def main() -> list[int]:
             loop = asyncio.get_running_loop()
             calls = [loop.run_in_executor(executor, tasks.square, x) for x in range(5)]
@@ -176,12 +182,12 @@ class BackendConformance:
 
         assert asyncio.run(main()) == [0, 1, 4, 9, 16]
 
-    def test_default_backend_inside_a_task_is_serial(self, executor: anyexec.Executor):
+    def test_default_backend_inside_a_task_is_serial(self, executor: anyexec.Executor) -> None:
         assert executor.submit(tasks.nested_default_backend).result(timeout=60) == "serial"
         assert list(executor.map(lambda _: tasks.nested_default_backend(), [0])) == ["serial"]
 
     def test_progress_shows_without_breaking_results(self, executor: anyexec.Executor,
-                                                     capsys: pytest.CaptureFixture[str]):
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
         assert list(executor.map(tasks.square, range(50), progress=True)) == [
             x * x for x in range(50)
         ]
@@ -189,7 +195,7 @@ class BackendConformance:
 
     # -- cancellation and shutdown -------------------------------------------------------
 
-    def test_closing_the_iterator_cancels_work_not_started(self, tmp_path: Path):
+    def test_closing_the_iterator_cancels_work_not_started(self, tmp_path: Path) -> None:
         ex = self.make_executor()
         try:
             fn = partial(tasks.record_and_sleep, folder=str(tmp_path),
@@ -202,7 +208,7 @@ class BackendConformance:
         started = len(list(tmp_path.glob("*.started")))
         assert started < 200, "closing the iterator did not cancel pending work"
 
-    def test_dropping_the_iterator_cancels_work_not_started(self, tmp_path: Path):
+    def test_dropping_the_iterator_cancels_work_not_started(self, tmp_path: Path) -> None:
         ex = self.make_executor()
         try:
             fn = partial(tasks.record_and_sleep, folder=str(tmp_path),
@@ -213,7 +219,7 @@ class BackendConformance:
             ex.shutdown(wait=True)
         assert len(list(tmp_path.glob("*.started"))) < 200
 
-    def test_submit_after_shutdown_raises(self):
+    def test_submit_after_shutdown_raises(self) -> None:
         ex = self.make_executor()
         ex.shutdown()
         with pytest.raises(RuntimeError, match="after shutdown"):
@@ -222,7 +228,7 @@ class BackendConformance:
             ex.map(tasks.square, [1])
         ex.shutdown()  # a second shutdown does nothing
 
-    def test_context_manager_shuts_down(self):
+    def test_context_manager_shuts_down(self) -> None:
         with self.make_executor() as ex:
             assert ex.submit(tasks.square, 3).result(timeout=60) == 9
         with pytest.raises(RuntimeError):
@@ -230,39 +236,39 @@ class BackendConformance:
 
     # -- crossing a process boundary -----------------------------------------------------
 
-    def test_unpicklable_argument_is_named(self, executor: anyexec.Executor):
+    def test_unpicklable_argument_is_named(self, executor: anyexec.Executor) -> None:
         self.require(executor, "isolated")
         with pytest.raises(anyexec.SerializationError, match=r"item 1 \(lock\)"):
             list(executor.map(tasks.square, [1, threading.Lock()]))
 
-    def test_unpicklable_result_is_named(self, executor: anyexec.Executor):
+    def test_unpicklable_result_is_named(self, executor: anyexec.Executor) -> None:
         self.require(executor, "isolated")
-        with pytest.raises(anyexec.SerializationError, match="result .* could not be pickled"):
+        with pytest.raises(anyexec.SerializationError, match=r"result .* could not be pickled"):
             list(executor.map(tasks.return_lock, [1]))
 
-    def test_unpicklable_exception_is_reported(self, executor: anyexec.Executor):
+    def test_unpicklable_exception_is_reported(self, executor: anyexec.Executor) -> None:
         self.require(executor, "isolated")
         with pytest.raises(anyexec.SerializationError, match="UnpicklableError: cannot send 1"):
             list(executor.map(tasks.raise_unpicklable, [1]))
 
-    def test_exception_that_fails_to_unpickle_is_reported(self, executor: anyexec.Executor):
+    def test_exception_that_fails_to_unpickle_is_reported(self, executor: anyexec.Executor) -> None:
         self.require(executor, "isolated")
         with pytest.raises(anyexec.SerializationError, match="BadReduceError"):
             list(executor.map(tasks.raise_bad_reduce, [1]))
 
-    def test_unpicklable_function_is_named_at_the_call(self, executor: anyexec.Executor):
+    def test_unpicklable_function_is_named_at_the_call(self, executor: anyexec.Executor) -> None:
         self.require(executor, "isolated")
         lock = threading.Lock()
         with pytest.raises(anyexec.SerializationError, match="cannot be pickled"):
             executor.map(lambda x: (lock, x), [1])
 
-    def test_tasks_run_in_other_processes(self, executor: anyexec.Executor):
+    def test_tasks_run_in_other_processes(self, executor: anyexec.Executor) -> None:
         self.require(executor, "isolated")
         import os
 
         assert os.getpid() not in set(executor.map(tasks.pid, range(4), chunksize=1))
 
-    def test_worker_death_is_reported_and_the_executor_recovers(self):
+    def test_worker_death_is_reported_and_the_executor_recovers(self) -> None:
         ex = self.make_executor()
         try:
             self.require(ex, "recovers_from_worker_death")
