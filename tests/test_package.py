@@ -19,9 +19,10 @@ def run_python(code: str, env: dict[str, str] | None = None) -> subprocess.Compl
 
 def test_public_names_are_exactly_the_documented_ones() -> None:
     assert sorted(anyexec.__all__) == sorted([
-        "CAPABILITIES", "AnyexecError", "Backend", "BackendConflictWarning", "BackendFactory",
-        "BackendInfo", "BackendUnavailableError", "Executor", "RemoteTraceback",
-        "SerializationError", "UnknownBackendError", "WorkerCrashedError", "__version__",
+        "CAPABILITIES", "AnyexecError", "AnyexecWarning", "Backend", "BackendConflictWarning",
+        "BackendFactory", "BackendInfo", "BackendUnavailableError", "Executor",
+        "RemoteTraceback", "SerializationError", "TaskTimeoutError", "UnknownBackendError",
+        "WorkerCrashedError", "__version__",
         "available_backends", "get_executor", "in_worker", "register_backend", "use",
     ])
     for name in anyexec.__all__:
@@ -52,7 +53,8 @@ def test_available_backends_reports_availability_and_versions() -> None:
         info = infos[name]
         assert info.available, info.reason
         assert info.reason is None
-        assert info.version and info.version.startswith("Python ")
+        assert info.version
+        assert info.version.startswith("Python ")
         assert info.source == "anyexec"
     assert "sequential" in infos["serial"].aliases
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -202,11 +203,19 @@ def test_unavailable_backend_names_the_pip_extra() -> None:
          "use-unknown"],
 )
 def test_bad_input_gets_an_error_naming_what_was_wrong(call, error, pattern) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(error, match=pattern):
-        cm = call()
-        if hasattr(cm, "__enter__"):
-            with cm:
-                pass
+    with pytest.raises(error, match=pattern), _entered(call):
+        pass
+
+
+@contextlib.contextmanager
+def _entered(call):  # type: ignore[no-untyped-def]
+    """Call ``call``; enter the result if it is a context manager (use() checks on entry)."""
+    made = call()
+    if hasattr(made, "__enter__"):
+        with made:
+            yield
+    else:
+        yield
 
 
 def test_bad_option_from_environment_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from anyexec._errors import (
     AnyexecError,
+    AnyexecWarning,
     BackendUnavailableError,
     RemoteTraceback,
     SerializationError,
+    TaskTimeoutError,
     UnknownBackendError,
     WorkerCrashedError,
 )
@@ -33,15 +35,16 @@ from anyexec._worker import in_worker
 __version__ = "0.1.0"
 
 # Show public classes as anyexec.X in tracebacks and reprs, not as their private modules.
-for _name in ("AnyexecError", "BackendUnavailableError", "RemoteTraceback",
-              "SerializationError", "UnknownBackendError", "WorkerCrashedError", "Executor",
-              "BackendInfo", "BackendConflictWarning"):
+for _name in ("AnyexecError", "AnyexecWarning", "TaskTimeoutError", "BackendUnavailableError",
+              "RemoteTraceback", "SerializationError", "UnknownBackendError",
+              "WorkerCrashedError", "Executor", "BackendInfo", "BackendConflictWarning"):
     globals()[_name].__module__ = "anyexec"
 del _name
 
 __all__ = [
     "CAPABILITIES",
     "AnyexecError",
+    "AnyexecWarning",
     "Backend",
     "BackendConflictWarning",
     "BackendFactory",
@@ -50,6 +53,7 @@ __all__ = [
     "Executor",
     "RemoteTraceback",
     "SerializationError",
+    "TaskTimeoutError",
     "UnknownBackendError",
     "WorkerCrashedError",
     "__version__",

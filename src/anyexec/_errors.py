@@ -8,9 +8,11 @@ from __future__ import annotations
 
 __all__ = [
     "AnyexecError",
+    "AnyexecWarning",
     "BackendUnavailableError",
     "RemoteTraceback",
     "SerializationError",
+    "TaskTimeoutError",
     "UnknownBackendError",
     "WorkerCrashedError",
 ]
@@ -41,6 +43,14 @@ class BackendUnavailableError(AnyexecError, ImportError):
 class WorkerCrashedError(AnyexecError, RuntimeError):
     """A worker died (``os._exit``, a segfault, a signal, the out-of-memory killer) while it
     ran a task, or the engine lost the task. The message names the items and likely causes."""
+
+
+class TaskTimeoutError(AnyexecError, TimeoutError):
+    """One item ran longer than ``map(..., task_timeout=...)``; only that item fails."""
+
+
+class AnyexecWarning(UserWarning):
+    """anyexec could not honour an option fully; the message says what happens instead."""
 
 
 class SerializationError(AnyexecError, TypeError):

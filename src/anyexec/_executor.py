@@ -14,11 +14,13 @@ import pickle
 import sys
 import threading
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, Literal, TypeVar
 
-from anyexec._errors import SerializationError
+from anyexec._errors import AnyexecWarning, SerializationError
+from anyexec._futures import ChainedFuture
 from anyexec._map import MapRequest, decode_outcome, dump_items, failure_exception, start_map
 from anyexec._worker import CALL, PickledCallable, run_chunk
 
@@ -29,26 +31,16 @@ T = TypeVar("T")
 _DEFAULT_TASK_OVERHEAD = 2e-4
 
 
-class _LinkedFuture(Future[Any]):
-    """The future ``submit`` returns: mirrors the backend's future, decoding our outcome.
-
-    Cancelling it cancels the backend's future, so the task never starts if it had not yet.
-    """
+class _LinkedFuture(ChainedFuture):
+    """The future ``submit`` returns: mirrors the backend's future, decoding our outcome."""
 
     def __init__(self, ex: Executor) -> None:
         super().__init__()
         self._ex = ex
-        self._inner: Future[Any] | None = None
 
     def link(self, inner: Future[Any]) -> None:
-        self._inner = inner
+        self.inner = inner
         inner.add_done_callback(self._relay)
-
-    def cancel(self) -> bool:
-        inner = self._inner
-        if inner is not None and not inner.cancel():
-            return False
-        return super().cancel()
 
     def _relay(self, inner: Future[Any]) -> None:
         if inner.cancelled():
@@ -193,6 +185,7 @@ class Executor(concurrent.futures.Executor):
         retries: int = 0,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
         on_error: Literal["raise", "return"] = "raise",
+        task_timeout: float | None = None,
     ) -> Iterator[T]:
         """Apply ``fn`` to every item (or zipped items) and yield the results.
 
@@ -208,14 +201,27 @@ class Executor(concurrent.futures.Executor):
           worker died again, up to N times, and only that item;
         - ``on_error="return"`` puts the exception in the item's place and carries on;
         - ``timeout`` bounds the whole map (seconds from this call), raising ``TimeoutError``;
+        - ``task_timeout`` bounds each item: an item running longer fails alone with
+          :class:`TaskTimeoutError` (retried if ``retries`` allows). Backends declaring the
+          ``interrupts_tasks`` capability stop the task; the others warn, let it finish and
+          discard its result;
         - closing or dropping the iterator cancels what has not started;
         - ``progress=True`` shows a progress bar (tqdm when installed, else a stderr line).
         """
         req = _validate_map(fn, iterables, timeout=timeout, chunksize=chunksize,
                             buffersize=buffersize, ordered=ordered, progress=progress,
-                            retries=retries, retry_on=retry_on, on_error=on_error)
+                            retries=retries, retry_on=retry_on, on_error=on_error,
+                            task_timeout=task_timeout)
         with self._lock:
             self._check_open()
+        if task_timeout is not None and "interrupts_tasks" not in self.capabilities:
+            warnings.warn(
+                f"backend {self.backend!r} cannot interrupt a running task: an item over "
+                f"task_timeout={task_timeout} fails with TaskTimeoutError once it returns, but "
+                "keeps its worker busy until then (see docs/reliability.md)",
+                AnyexecWarning,
+                stacklevel=2,
+            )
         return start_map(self, req)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -245,7 +251,7 @@ class Executor(concurrent.futures.Executor):
 
 def _validate_map(fn: Any, iterables: tuple[Any, ...], *, timeout: Any, chunksize: Any,
                   buffersize: Any, ordered: Any, progress: Any, retries: Any, retry_on: Any,
-                  on_error: Any) -> MapRequest:
+                  on_error: Any, task_timeout: Any) -> MapRequest:
     """Check every ``map`` argument, naming the bad one and what it accepts."""
     if not callable(fn):
         raise TypeError(f"map() fn must be callable, got {type(fn).__name__} {fn!r}")
@@ -282,7 +288,15 @@ def _validate_map(fn: Any, iterables: tuple[Any, ...], *, timeout: Any, chunksiz
         )
     if on_error not in ("raise", "return"):
         raise ValueError(f"map() on_error must be 'raise' or 'return', got {on_error!r}")
+    if task_timeout is not None:
+        if isinstance(task_timeout, bool) or not isinstance(task_timeout, (int, float)):
+            raise TypeError(
+                f"map() task_timeout must be a number of seconds or None, got {task_timeout!r}"
+            )
+        if task_timeout <= 0:
+            raise ValueError(f"map() task_timeout must be > 0 seconds, got {task_timeout}")
     return MapRequest(fn, tuple(iterables), None if timeout is None else float(timeout),
-                      chunksize, buffersize, ordered, progress, retries, kinds, on_error)
+                      chunksize, buffersize, ordered, progress, retries, kinds, on_error,
+                      None if task_timeout is None else float(task_timeout))
 
 

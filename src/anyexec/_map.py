@@ -45,6 +45,7 @@ class MapRequest:
     retries: int
     retry_on: tuple[type[BaseException], ...]
     on_error: str
+    task_timeout: float | None = None
 
 
 @dataclass
@@ -205,7 +206,7 @@ class MapRun:
             items, start = [chunk.items[task.position]], chunk.start + task.position
         blob: Any = dump_items(items, start) if self._crossing else items
         future = self._backend.submit(run_chunk, self._payload, blob, self._mode,
-                                      self._stop_on_error)
+                                      self._stop_on_error, self._req.task_timeout)
         task_id = next(self._task_ids)
         chunk.waiting += 1
         self._pending[task_id] = (task, future)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pickle
 import reprlib
+import signal
 import sys
 import threading
 import time
@@ -165,8 +166,67 @@ def _call_all(fn: Callable[..., Any], items: list[Any], mode: int, start: int,
             append(fn(*args, **kwargs))
 
 
+class _Alarm:
+    """Per-call time limit for ``task_timeout``.
+
+    In the main thread of a worker process a SIGALRM timer interrupts the call where it is.
+    Anywhere else (a thread pool, the caller's own process) a call cannot be interrupted, so an
+    over-long call is failed once it returns; the caller was warned when it asked.
+    """
+
+    def __init__(self, seconds: float, crossing: bool) -> None:
+        self.seconds = seconds
+        self.armed = (crossing and hasattr(signal, "setitimer")
+                      and threading.current_thread() is threading.main_thread())
+        self._previous: Any = None
+
+    def _fire(self, signum: int, frame: Any) -> None:
+        from anyexec._errors import TaskTimeoutError
+
+        raise TaskTimeoutError(
+            f"the task ran longer than task_timeout={self.seconds} s and was interrupted"
+        )
+
+    def __enter__(self) -> _Alarm:
+        if self.armed:
+            self._previous = signal.signal(signal.SIGALRM, self._fire)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._previous)
+
+    def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        seconds = self.seconds
+        if self.armed:
+            def limited(*args: Any, **kwargs: Any) -> Any:
+                signal.setitimer(signal.ITIMER_REAL, seconds)
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+            return limited
+
+        def measured(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            result = fn(*args, **kwargs)
+            took = time.perf_counter() - began
+            if took > seconds:
+                from anyexec._errors import TaskTimeoutError
+
+                raise TaskTimeoutError(
+                    f"the task took {took:.3g} s, over task_timeout={seconds} s; this backend "
+                    "cannot interrupt a running task, so it ran to its end and its result was "
+                    "discarded"
+                )
+            return result
+        return measured
+
+
 def run_chunk(payload: PickledCallable | Callable[..., Any], items: bytes | list[Any],
-              mode: int, stop_on_error: bool) -> bytes | ChunkOutcome:
+              mode: int, stop_on_error: bool,
+              task_timeout: float | None = None) -> bytes | ChunkOutcome:
     """Run one chunk on a worker. Called through the backend's ``submit``.
 
     When ``items`` arrive as bytes the chunk crossed a process boundary: the outcome goes back
@@ -174,12 +234,15 @@ def run_chunk(payload: PickledCallable | Callable[..., Any], items: bytes | list
     of surfacing as an engine-specific error.
     """
     crossing = isinstance(items, bytes)
+    alarm = _Alarm(task_timeout, crossing) if task_timeout is not None else None
     token = _IN_WORKER.set(True)
     # A use() block of the caller must not leak into tasks run in its thread (serial): inside a
     # task the default is serial, and only a use() entered by the task itself counts.
     use_token = CURRENT_USE.set(None)
     try:
         fn = _functions.resolve(payload)
+        if alarm is not None:
+            fn = alarm.wrap(fn)
         calls: list[Any] = pickle.loads(items) if isinstance(items, bytes) else items
         # Timed after unpacking: the chunker wants the cost of the calls alone.
         started = time.perf_counter()
@@ -188,7 +251,11 @@ def run_chunk(payload: PickledCallable | Callable[..., Any], items: bytes | list
         position = 0
         while position < len(calls):
             try:
-                _call_all(fn, calls, mode, position, values)
+                if alarm is None:
+                    _call_all(fn, calls, mode, position, values)
+                else:
+                    with alarm:
+                        _call_all(fn, calls, mode, position, values)
                 break
             except BaseException as exc:  # reported to the caller, not swallowed
                 position = len(values)

@@ -1,23 +1,27 @@
 """``processes``: a ``concurrent.futures.ProcessPoolExecutor`` started once per executor.
 
 The pool is reused by every ``map`` and ``submit`` on the executor. When a worker dies
-(``os._exit``, a segfault, SIGKILL, the out-of-memory killer) the stdlib marks the pool broken
-and fails its futures within moments; this backend then starts a fresh pool on the next call,
-so one bad task does not cost the executor.
+(``os._exit``, a segfault, SIGKILL, the out-of-memory killer) the stdlib marks the whole pool
+broken and fails every pending future alike. This backend knows better: each task reports which
+worker started it, so only the tasks whose worker is gone fail; the others are resubmitted to a
+fresh pool, and the executor keeps working.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import multiprocessing
 import os
 import signal
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Literal
+
+from anyexec._futures import ChainedFuture
 
 __all__ = ["ProcessesBackend"]
 
@@ -25,27 +29,54 @@ log = logging.getLogger("anyexec")
 
 StartMethod = Literal["fork", "spawn", "forkserver"]
 
+# In each worker: the queue on which it reports (pid, token) when it starts a task.
+_reports: Any = None
 
-def _report_pid(queue: Any) -> None:
-    """Worker initializer: tell the parent our PID, so it can stop us on Ctrl-C."""
-    # Workers ignore SIGINT: a Ctrl-C at the terminal reaches the whole process group, and the
-    # parent (not every worker at once) decides what to cancel and when to stop workers.
+
+_STARTED_WORKER = -1  # the token a worker reports once, when it starts
+
+
+def _init_worker(reports: Any) -> None:
+    """Worker initializer: keep the report queue, say we exist, leave Ctrl-C to the parent."""
+    global _reports
+    _reports = reports
+    reports.put((os.getpid(), _STARTED_WORKER))
+    # A Ctrl-C at the terminal reaches the whole process group; the parent decides what to
+    # cancel and stops the workers itself, so workers must not die half-way on their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    queue.put(os.getpid())
+
+
+def _tracked(token: int, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    _reports.put((os.getpid(), token))
+    return fn(*args, **kwargs)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); it is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 class ProcessesBackend:
     """A process pool of ``max_workers`` processes (default: the CPU count).
 
     Options: ``start_method`` (``fork``, ``spawn`` or ``forkserver``; default: the platform's),
-    ``max_tasks_per_child`` (replace a worker after that many tasks, to contain leaks; needs
-    ``spawn`` or ``forkserver`` on Python < 3.14 with ``fork`` unsupported by the stdlib).
+    ``max_tasks_per_child`` (replace a worker after that many tasks, to contain leaks).
     """
 
     aliases = ("process", "multiprocessing", "processpool")
     pickles = True
     task_overhead = 2e-4
-    capabilities = frozenset({"recovers_from_worker_death", "isolated"})
+    capabilities = frozenset({"recovers_from_worker_death", "isolated", "interrupts_tasks"})
 
     def __init__(self, *, max_workers: int | None = None,
                  start_method: StartMethod | None = None,
@@ -59,51 +90,96 @@ class ProcessesBackend:
             raise ValueError(f"max_tasks_per_child must be >= 1 or None, got {max_tasks_per_child}")
         self._context = multiprocessing.get_context(start_method)
         self._max_tasks_per_child = max_tasks_per_child
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._pool: ProcessPoolExecutor | None = None
-        self._pids: Any = None
-        self._known_pids: set[int] = set()
+        self._reports: Any = None
+        self._started: dict[int, int] = {}  # token -> pid of the worker that started it
+        self._pids: set[int] = set()  # this pool's workers, as they reported themselves
+        self._tokens = itertools.count()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        self._pids = self._context.SimpleQueue()
+        self._reports = self._context.SimpleQueue()
+        self._started = {}
+        self._pids = set()
         extra: dict[str, Any] = {}
         if self._max_tasks_per_child is not None:
             extra["max_tasks_per_child"] = self._max_tasks_per_child
         return ProcessPoolExecutor(self.max_workers, mp_context=self._context,
-                                   initializer=_report_pid, initargs=(self._pids,), **extra)
+                                   initializer=_init_worker, initargs=(self._reports,), **extra)
+
+    def _drain_reports(self) -> None:
+        while self._reports is not None and not self._reports.empty():
+            pid, token = self._reports.get()
+            if token == _STARTED_WORKER:
+                self._pids.add(pid)
+            else:
+                self._started[token] = pid
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        outer = ChainedFuture()
+        self._send(outer, fn, args, kwargs)
+        return outer
+
+    def _send(self, outer: ChainedFuture, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
         with self._lock:
             if self._pool is None:
                 self._pool = self._new_pool()
+            token = next(self._tokens)
             try:
-                return self._pool.submit(fn, *args, **kwargs)
+                inner = self._pool.submit(_tracked, token, fn, args, kwargs)
             except BrokenProcessPool as exc:
                 log.debug("anyexec: replacing a broken process pool (%s)", exc)
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._new_pool()
-                self._known_pids.clear()
-                return self._pool.submit(fn, *args, **kwargs)
+                inner = self._pool.submit(_tracked, token, fn, args, kwargs)
+            pool = self._pool
+        outer.inner = inner
+        inner.add_done_callback(
+            lambda done: self._settle(outer, done, pool, token, fn, args, kwargs)
+        )
 
-    def _worker_pids(self) -> set[int]:
-        while self._pids is not None and not self._pids.empty():
-            self._known_pids.add(self._pids.get())
-        return self._known_pids
+    def _settle(self, outer: ChainedFuture, inner: Future[Any], pool: ProcessPoolExecutor,
+                token: int, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
+        if inner.cancelled():
+            outer.cancel()
+            return
+        exc = inner.exception()
+        if isinstance(exc, BrokenProcessPool):
+            with self._lock:
+                self._drain_reports()
+                pid = self._started.get(token)
+            if pid is None or _alive(pid):
+                # An innocent victim of another task's crash: run it again on a fresh pool.
+                log.debug("anyexec: resubmitting task %d after a worker crash", token)
+                self._send(outer, fn, args, kwargs)
+                return
+            exc = BrokenProcessPool(
+                f"worker process {pid}, which was running this task, died abruptly "
+                "(killed by a signal, os._exit(), a segmentation fault, or the out-of-memory "
+                "killer)"
+            )
+        with contextlib.suppress(InvalidStateError):
+            if exc is not None:
+                outer.set_exception(exc)
+            else:
+                outer.set_result(inner.result())
 
     def terminate(self) -> None:
-        """Kill this pool's workers now (their own PIDs, reported at start)."""
+        """Kill this pool's workers now (by the PIDs they reported), then release the pool."""
         with self._lock:
             pool, self._pool = self._pool, None
-            pids = set(self._worker_pids())
-            self._known_pids.clear()
+            self._drain_reports()
+            pids, self._pids = self._pids, set()
+        if pool is None:
+            return
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+

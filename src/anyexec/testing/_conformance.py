@@ -17,11 +17,41 @@ import pytest
 import anyexec
 from anyexec.testing import tasks
 
-__all__ = ["BackendConformance"]
+__all__ = ["CRASH_TABLE", "BackendConformance", "CrashRow"]
 
 
 def _text(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc))
+
+
+class CrashRow:
+    """One way a task can fail, what the caller must get, and what it needs from the backend."""
+
+    def __init__(self, name: str, fn: Any, items: Any, error: type[BaseException], match: str,
+                 needs: str | None = None, bad_index: int = 3) -> None:
+        self.name, self.fn, self.items = name, fn, items
+        self.error, self.match, self.needs, self.bad_index = error, match, needs, bad_index
+
+
+# Built lazily (functions returning the task and the inputs) so nothing runs at import time.
+CRASH_TABLE = [
+    CrashRow("raise-in-task", lambda: tasks.fail_on, lambda: range(6), ValueError,
+             "item 3 is bad"),
+    CrashRow("os-exit-in-worker", lambda: tasks.exit_worker, lambda: range(6),
+             anyexec.WorkerCrashedError, r"item 3.*os\._exit", "recovers_from_worker_death"),
+    CrashRow("sigkill-of-worker", lambda: tasks.kill_worker, lambda: range(6),
+             anyexec.WorkerCrashedError, r"item 3.*killed by a signal",
+             "recovers_from_worker_death"),
+    CrashRow("unpicklable-argument", lambda: tasks.square,
+             lambda: [0, 1, 2, threading.Lock()], anyexec.SerializationError,
+             r"item 3 \(lock\) cannot be pickled", "isolated"),
+    CrashRow("unpicklable-result", lambda: tasks.return_lock_on, lambda: range(6),
+             anyexec.SerializationError, r"result .* could not be pickled", "isolated"),
+    CrashRow("unpicklable-exception", lambda: tasks.raise_unpicklable, lambda: range(6),
+             anyexec.SerializationError, "UnpicklableError: cannot send 3", "isolated"),
+    CrashRow("exception-fails-to-unpickle", lambda: tasks.raise_bad_reduce, lambda: range(6),
+             anyexec.SerializationError, "BadReduceError", "isolated"),
+]
 
 
 class BackendConformance:
@@ -234,27 +264,27 @@ class BackendConformance:
         with pytest.raises(RuntimeError):
             ex.submit(tasks.square, 3)
 
-    # -- crossing a process boundary -----------------------------------------------------
+    # -- the crash table ----------------------------------------------------------------
 
-    def test_unpicklable_argument_is_named(self, executor: anyexec.Executor) -> None:
-        self.require(executor, "isolated")
-        with pytest.raises(anyexec.SerializationError, match=r"item 1 \(lock\)"):
-            list(executor.map(tasks.square, [1, threading.Lock()]))
-
-    def test_unpicklable_result_is_named(self, executor: anyexec.Executor) -> None:
-        self.require(executor, "isolated")
-        with pytest.raises(anyexec.SerializationError, match=r"result .* could not be pickled"):
-            list(executor.map(tasks.return_lock, [1]))
-
-    def test_unpicklable_exception_is_reported(self, executor: anyexec.Executor) -> None:
-        self.require(executor, "isolated")
-        with pytest.raises(anyexec.SerializationError, match="UnpicklableError: cannot send 1"):
-            list(executor.map(tasks.raise_unpicklable, [1]))
-
-    def test_exception_that_fails_to_unpickle_is_reported(self, executor: anyexec.Executor) -> None:
-        self.require(executor, "isolated")
-        with pytest.raises(anyexec.SerializationError, match="BadReduceError"):
-            list(executor.map(tasks.raise_bad_reduce, [1]))
+    @pytest.mark.parametrize(
+        "row", CRASH_TABLE, ids=[row.name for row in CRASH_TABLE]
+    )
+    def test_crash_table_each_failure_is_reported_and_the_next_call_works(
+        self, row: CrashRow
+    ) -> None:
+        ex = self.make_executor()
+        try:
+            if row.needs:
+                self.require(ex, row.needs)
+            with pytest.raises(row.error, match=row.match) as info:
+                list(ex.map(row.fn(), row.items(), chunksize=1))
+            if row.error is not anyexec.WorkerCrashedError:
+                notes = " ".join(getattr(info.value, "__notes__", []))
+                assert f"item {row.bad_index}" in str(info.value) + notes
+            # The same executor keeps working after every row.
+            assert list(ex.map(tasks.square, range(5))) == [0, 1, 4, 9, 16]
+        finally:
+            ex.shutdown(wait=True)
 
     def test_unpicklable_function_is_named_at_the_call(self, executor: anyexec.Executor) -> None:
         self.require(executor, "isolated")
@@ -268,13 +298,31 @@ class BackendConformance:
 
         assert os.getpid() not in set(executor.map(tasks.pid, range(4), chunksize=1))
 
-    def test_worker_death_is_reported_and_the_executor_recovers(self) -> None:
+    # -- per-item time limit -------------------------------------------------------------
+
+    def test_task_timeout_fails_only_the_slow_item(self) -> None:
         ex = self.make_executor()
         try:
-            self.require(ex, "recovers_from_worker_death")
-            with pytest.raises(anyexec.WorkerCrashedError, match=r"item.*3") as info:
-                list(ex.map(tasks.exit_worker, range(6), chunksize=1))
-            assert "os._exit" in str(info.value)
-            assert list(ex.map(tasks.square, range(5))) == [0, 1, 4, 9, 16]
+            if "interrupts_tasks" not in ex.capabilities:
+                with pytest.warns(anyexec.AnyexecWarning, match="cannot interrupt"):
+                    results = list(ex.map(tasks.sleep_then_return, range(4), [0, 0, 1.0, 0],
+                                          task_timeout=0.3, on_error="return"))
+            else:
+                results = list(ex.map(tasks.sleep_then_return, range(4), [0, 0, 30, 0],
+                                      task_timeout=0.5, on_error="return"))
+            assert results[:2] == [0, 1]
+            assert results[3] == 3
+            assert isinstance(results[2], anyexec.TaskTimeoutError)
+            assert isinstance(results[2], TimeoutError)
+            assert any("item 2" in n for n in getattr(results[2], "__notes__", []))
+        finally:
+            ex.shutdown(wait=True)
+
+    def test_timed_out_items_can_be_retried(self, tmp_path: Path) -> None:
+        ex = self.make_executor()
+        try:
+            self.require(ex, "interrupts_tasks")
+            fn = partial(tasks.slow_first_time, folder=str(tmp_path), seconds=30)
+            assert list(ex.map(fn, range(3), task_timeout=0.5, retries=1)) == [0, 1, 2]
         finally:
             ex.shutdown(wait=True)

@@ -7,6 +7,7 @@ or Dask worker started elsewhere) can import them by reference.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -62,13 +63,28 @@ def exit_worker(x: int, bad: int = 3) -> int:
     return x
 
 
+def kill_worker(x: int, bad: int = 3) -> int:
+    if x == bad:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def slow_first_time(x: int, folder: str, seconds: float) -> int:
+    """Sleep ``seconds`` on the first attempt for each item, return at once on the next."""
+    marker = Path(folder, f"{x}.slow")
+    if not marker.exists():
+        marker.touch()
+        time.sleep(seconds)
+    return x
+
+
 def nested_default_backend() -> str:
     with anyexec.get_executor() as inner:
         return inner.backend
 
 
-def return_lock(x: int) -> Any:
-    return threading.Lock()
+def return_lock_on(x: int, bad: int = 3) -> Any:
+    return threading.Lock() if x == bad else x
 
 
 class UnpicklableError(Exception):
@@ -79,8 +95,10 @@ class UnpicklableError(Exception):
         self.lock = threading.Lock()
 
 
-def raise_unpicklable(x: int) -> int:
-    raise UnpicklableError(f"cannot send {x}")
+def raise_unpicklable(x: int, bad: int = 3) -> int:
+    if x == bad:
+        raise UnpicklableError(f"cannot send {x}")
+    return x
 
 
 class BadReduceError(Exception):
@@ -90,8 +108,10 @@ class BadReduceError(Exception):
         super().__init__(a)
 
 
-def raise_bad_reduce(x: int) -> int:
-    raise BadReduceError("one", "two")
+def raise_bad_reduce(x: int, bad: int = 3) -> int:
+    if x == bad:
+        raise BadReduceError("one", "two")
+    return x
 
 
 def pid(x: Any = None) -> int:
