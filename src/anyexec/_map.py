@@ -157,7 +157,10 @@ class MapRun:
         total = _length(req.iterables)
         self._chunker = Chunker(fixed=req.chunksize, target_seconds=ex._target_chunk_seconds,
                                 workers=ex.max_workers, total=total)
-        self._window = max(2, 2 * ex.max_workers + 2)
+        # A backend that runs tasks inside submit() (serial) is driven one chunk at a time, on
+        # demand: nothing runs ahead of the consumer, and map() itself returns at once.
+        self._inline = bool(getattr(self._backend, "runs_in_caller", False))
+        self._window = 1 if self._inline else max(2, 2 * ex.max_workers + 2)
         self._deadline = None if req.timeout is None else time.monotonic() + req.timeout
         self._stop_on_error = req.on_error == "raise" and req.retries == 0
         self._pulled = 0
@@ -290,13 +293,18 @@ class MapRun:
     def results(self) -> Iterator[Any]:
         """Yield results; on exit for any reason, cancel what has not started."""
         try:
-            ordered = self._req.ordered
-            while self._open:
+            ordered, inline = self._req.ordered, self._inline
+            while True:
+                if inline:
+                    self.fill()
+                if not self._open:
+                    break
                 if ordered and self._next_to_yield in self._complete:
                     chunk = self._complete.pop(self._next_to_yield)
                     self._next_to_yield += 1
                     values = self._finish(chunk)
-                    self.fill()
+                    if not inline:
+                        self.fill()  # keep the workers busy while the consumer works
                     yield from values
                     continue
                 task_id = self._wait()
@@ -313,7 +321,8 @@ class MapRun:
                     self._complete[chunk.seq] = chunk
                 else:
                     values = self._finish(chunk)
-                    self.fill()
+                    if not inline:
+                        self.fill()
                     yield from values
         except KeyboardInterrupt:
             self._ex._interrupted()
@@ -357,7 +366,8 @@ def start_map(ex: Any, req: MapRequest) -> Iterator[Any]:
     """Submit the first window now (like the stdlib's ``map``) and return the result iterator."""
     run = MapRun(ex, req)
     try:
-        run.fill()
+        if not run._inline:
+            run.fill()
     except BaseException:
         run.close()
         raise

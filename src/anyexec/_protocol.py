@@ -44,6 +44,9 @@ class Backend(Protocol):
       engine's store once; ``ref`` passed as a top-level ``submit`` argument must arrive in the
       task as ``obj`` (``ray.put``, Dask's ``scatter``).
     - ``capabilities: frozenset[str]``: names from ``anyexec.CAPABILITIES``.
+    - ``runs_in_caller: bool`` (default ``False``): ``submit`` runs the task before returning,
+      in the caller's thread; the core then runs one chunk at a time, only when the consumer
+      asks for more, so ``map`` returns at once and nothing runs ahead.
     - ``terminate() -> None``: stop every worker at once (used on Ctrl-C).
     """
 

@@ -96,6 +96,8 @@ class ProcessesBackend:
         self._started: dict[int, int] = {}  # token -> pid of the worker that started it
         self._pids: set[int] = set()  # this pool's workers, as they reported themselves
         self._tokens = itertools.count()
+        # Set by terminate() and shutdown(): crashed tasks are then failed, never resubmitted.
+        self._stopped = False
 
     def _new_pool(self) -> ProcessPoolExecutor:
         self._reports = self._context.SimpleQueue()
@@ -123,6 +125,8 @@ class ProcessesBackend:
     def _send(self, outer: ChainedFuture, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
         with self._lock:
             if self._pool is None:
+                # After a Ctrl-C the caller may go on using the executor: start afresh.
+                self._stopped = False
                 self._pool = self._new_pool()
             token = next(self._tokens)
             try:
@@ -148,7 +152,7 @@ class ProcessesBackend:
             with self._lock:
                 self._drain_reports()
                 pid = self._started.get(token)
-            if pid is None or _alive(pid):
+            if not self._stopped and (pid is None or _alive(pid)):
                 # An innocent victim of another task's crash: run it again on a fresh pool.
                 log.debug("anyexec: resubmitting task %d after a worker crash", token)
                 self._send(outer, fn, args, kwargs)
@@ -167,6 +171,7 @@ class ProcessesBackend:
     def terminate(self) -> None:
         """Kill this pool's workers now (by the PIDs they reported), then release the pool."""
         with self._lock:
+            self._stopped = True
             pool, self._pool = self._pool, None
             self._drain_reports()
             pids, self._pids = self._pids, set()
@@ -179,6 +184,7 @@ class ProcessesBackend:
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
+            self._stopped = True
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)

@@ -21,6 +21,7 @@ class SerialBackend:
 
     aliases = ("sequential",)
     pickles = False
+    runs_in_caller = True
     task_overhead = 2e-6
     capabilities = frozenset({"cancel_running"})
 

@@ -1,0 +1,452 @@
+"""``joblib``: tasks run on joblib's own machinery (``Parallel``/``delayed``), one pool reused.
+
+joblib only offers a batch API: ``Parallel(...)(iterable_of_delayed_calls)``. To give the core
+a ``submit`` that returns a ``concurrent.futures.Future``, one dispatcher thread per executor
+keeps a long-lived ``Parallel`` (entered as a context manager, so its pool lives as long as the
+executor) and runs *rounds*: each round is one ``parallel(feed)`` call with
+``return_as="generator_unordered"`` and ``batch_size=1`` (the core already chunks), where
+``feed`` is a generator over this backend's queue of submitted calls.
+
+joblib pulls the next item of ``feed`` from its completion callback (loky's result thread),
+under its own lock, so ``feed`` must never block. When the queue is empty while calls of the
+round are still running, ``feed`` yields a short *park* task instead of ending: ending would
+close the round, and calls submitted before the round drains would wait for its slowest call.
+When nothing is queued or running, ``feed`` ends and the dispatcher waits for the next call.
+
+Only joblib's public API is used (``Parallel``, ``delayed``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import pickle
+import shutil
+import signal
+import threading
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from joblib import Parallel
+
+__all__ = ["JoblibBackend"]
+
+log = logging.getLogger("anyexec")
+
+JoblibName = Literal["loky", "threading", "multiprocessing"]
+_NAMES = ("loky", "threading", "multiprocessing")
+
+#: How long a park task sleeps on a process worker. Short: a call submitted while a worker
+#: parks waits about this long; long enough that an idle worker costs little CPU.
+_PARK_SECONDS = 0.002
+#: Threads park on an event set by ``submit``, so they wake at once; this only bounds a wait.
+_THREAD_PARK_SECONDS = 0.05
+
+
+# -- what runs on joblib's workers ---------------------------------------------------------
+
+def _park(seconds: float) -> None:
+    """Hold a process worker briefly, so the round stays open for calls yet to come."""
+    time.sleep(seconds)
+
+
+def _call_remote(tag: int, marks: str, fn: Callable[..., Any], args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> tuple[int, bytes]:
+    """Run one call in a worker process and return its outcome pickled by us.
+
+    Every outcome (value or exception) goes back as data: an exception reaching joblib would
+    abort the whole round, and joblib must see only engine failures (a dead worker). While the
+    call runs, a marker file ``<tag>.<pid>`` in ``marks`` says which worker runs it, so that
+    after a crash only the call whose worker died is blamed.
+    """
+    mark = os.path.join(marks, f"{tag}.{os.getpid()}")
+    with contextlib.suppress(OSError):
+        os.close(os.open(mark, os.O_CREAT | os.O_WRONLY, 0o600))
+    try:
+        outcome: tuple[bool, Any, int] = (True, fn(*args, **kwargs), os.getpid())
+    except BaseException as exc:  # sent back to the caller as data
+        outcome = (False, exc, os.getpid())
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(mark)
+    try:
+        return tag, pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        pass
+    try:
+        import cloudpickle
+
+        return tag, bytes(cloudpickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception as why:
+        from anyexec._errors import SerializationError
+
+        error = SerializationError(
+            f"the outcome of the call ({type(outcome[1]).__name__}) could not be pickled to "
+            f"send it back to the caller ({type(why).__name__}: {why})"
+        )
+        return tag, pickle.dumps((False, error, os.getpid()))
+
+
+def _park_local(wake: threading.Event, seconds: float) -> None:
+    wake.wait(seconds)
+
+
+# -- the dispatcher ----------------------------------------------------------------------
+
+@dataclass(eq=False)
+class _Job:
+    future: Future[Any]
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+@dataclass(eq=False)
+class _Round:
+    """The calls handed to joblib by one ``parallel(feed)`` call and not yet settled."""
+
+    jobs: dict[int, _Job] = field(default_factory=dict)
+    closed: bool = False
+
+
+class _Dispatcher:
+    """Feeds submitted calls to one long-lived ``joblib.Parallel`` from a dedicated thread."""
+
+    def __init__(self, name: JoblibName, max_workers: int) -> None:
+        self._name = name
+        self._local = name == "threading"
+        self._limit = max_workers
+        # joblib runs n_jobs=1 inline in the calling thread: a process backend would then not
+        # be isolated (os._exit would kill the caller). Use two workers and admit one call.
+        self._n_jobs = max_workers if self._local else max(2, max_workers)
+        self._queue: deque[_Job] = deque()
+        # Calls aborted by another call's crash, already marked running: they go first.
+        self._resubmitted: deque[_Job] = deque()
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._closing = False
+        self._stopping = False
+        self._round: _Round | None = None
+        self._tags = itertools.count()
+        self._pids: set[int] = set()
+        self._marks = "" if self._local else tempfile.mkdtemp(
+            prefix="anyexec-joblib-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        self._thread = threading.Thread(target=self._serve, name=f"anyexec-joblib-{name}",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- caller side --
+
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...],
+               kwargs: dict[str, Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._work:
+            if self._closing:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._queue.append(_Job(future, fn, args, kwargs))
+            self._wake.set()
+            self._work.notify()
+        return future
+
+    def close(self, *, cancel_queued: bool, stop: bool = False) -> None:
+        with self._work:
+            self._closing = True
+            self._stopping = self._stopping or stop
+            queued = list(self._queue) if cancel_queued else []
+            if cancel_queued:
+                self._queue.clear()
+            self._wake.set()
+            self._work.notify_all()
+        for job in queued:
+            job.future.cancel()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def worker_pids(self) -> set[int]:
+        with self._lock:
+            return set(self._pids)
+
+    # -- dispatcher thread --
+
+    def _wait_for_work(self) -> bool:
+        """Block until a call is queued; False once closed with nothing left to run."""
+        with self._work:
+            while not self._queue and not self._resubmitted and not self._closing:
+                self._work.wait()
+            return bool(self._queue or self._resubmitted) and not self._stopping
+
+    def _serve(self) -> None:
+        from joblib import Parallel
+
+        try:
+            parallel = Parallel(n_jobs=self._n_jobs, backend=self._name,
+                                return_as="generator_unordered", batch_size=1,
+                                pre_dispatch="n_jobs")
+        except BaseException as exc:
+            # joblib refused (a broken installation): say so through every call instead.
+            while self._wait_for_work():
+                self._fail_queued(exc)
+            return
+        while self._wait_for_work():
+            try:
+                # Threads: one pool for the executor's lifetime. loky: enter per burst of work,
+                # so each round picks up loky's current reusable executor, which is shared by
+                # every loky user in this process and replaced when any of them loses a worker.
+                with parallel:
+                    while self._wait_for_work():
+                        self._run_round(parallel)
+                        if not self._local:
+                            break
+            except Exception as exc:
+                # The round's calls already carry the exception; joblib aborted its executor
+                # and the next round starts on a fresh one.
+                log.debug("anyexec: joblib round failed, restarting the pool (%r)", exc)
+        # Calls still queued when stopped (terminate) never run.
+        self.close(cancel_queued=True)
+        with self._lock:
+            orphans = list(self._resubmitted)
+            self._resubmitted.clear()
+        for job in orphans:
+            _fail(job.future, RuntimeError("the executor was stopped before this call ran"))
+        if self._marks:
+            shutil.rmtree(self._marks, ignore_errors=True)
+
+    def _after_crash(self, lost: list[tuple[int, _Job]], crash: BaseException) -> None:
+        """Fail the calls whose worker died; run the others again (they were only aborted)."""
+        requeue: list[_Job] = []
+        for job_tag, job in lost:
+            pid = self._running_pid(job_tag)
+            if not self._stopping and (pid is None or _alive(pid)) and not self._local:
+                requeue.append(job)
+            else:
+                _fail(job.future, crash)
+        if requeue:
+            log.debug("anyexec: running %d call(s) again after a joblib worker crash",
+                      len(requeue))
+            with self._work:
+                self._resubmitted.extend(requeue)
+                self._work.notify()
+
+    def _running_pid(self, tag: int) -> int | None:
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self._marks):
+                head, _, pid = name.partition(".")
+                if head == str(tag):
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(self._marks, name))
+                    return int(pid)
+        return None
+
+    def _fail_queued(self, exc: BaseException) -> None:
+        with self._lock:
+            queued = list(self._queue)
+            self._queue.clear()
+        for job in queued:
+            if job.future.set_running_or_notify_cancel():
+                _fail(job.future, exc)
+
+    def _run_round(self, parallel: Parallel) -> None:
+        current = _Round()
+        with self._lock:
+            self._round = current
+        try:
+            for item in parallel(self._feed(current)):
+                if item is not None:
+                    self._settle(current, *item)
+        except BaseException as exc:
+            with self._lock:
+                current.closed = True
+                lost = list(current.jobs.items())
+                current.jobs.clear()
+            self._after_crash(lost, _one_line(exc))
+            raise
+        finally:
+            with self._lock:
+                self._round = None
+
+    def _feed(self, current: _Round) -> Iterator[Any]:
+        """The round's input. Runs in joblib's callback thread under joblib's lock: no waits."""
+        from joblib import delayed
+
+        call_remote, call_local = delayed(_call_remote), delayed(self._call_local)
+        park = delayed(_park_local)(self._wake, _THREAD_PARK_SECONDS) if self._local else \
+            delayed(_park)(_PARK_SECONDS)
+        while True:
+            with self._lock:
+                if current.closed or self._stopping:
+                    return
+                job = self._next_job(current)
+                if job is None:
+                    if not current.jobs:
+                        return  # nothing queued or running: end the round
+                    self._wake.clear()
+            if job is None:
+                yield park
+            else:
+                tag = next(self._tags)
+                current.jobs[tag] = job
+                if self._local:
+                    yield call_local(current, tag, job)
+                else:
+                    yield call_remote(tag, self._marks, job.fn, job.args, job.kwargs)
+
+    def _next_job(self, current: _Round) -> _Job | None:
+        """Pop the next call that was not cancelled; None if none may start now (lock held)."""
+        if self._local:
+            return self._queue.popleft() if self._queue else None
+        # joblib's pool already bounds how many calls run; counting our handed-over calls too
+        # would idle workers until joblib's 10 ms result loop reports them settled. Count only
+        # when the pool is larger than max_workers (max_workers=1 on a process pool).
+        while self._queue and (self._n_jobs == self._limit or len(current.jobs) < self._limit):
+            job = self._queue.popleft()
+            # Handed to joblib from now on, so it can no longer be cancelled.
+            if job.future.set_running_or_notify_cancel():
+                return job
+        return None
+
+    def _call_local(self, current: _Round, tag: int, job: _Job) -> None:
+        """Run one call in a joblib thread and settle its future directly (no pickling)."""
+        try:
+            # Marked running here, when a thread really starts it: cancelling before works.
+            if not job.future.set_running_or_notify_cancel():
+                return
+            try:
+                value = job.fn(*job.args, **job.kwargs)
+            except BaseException as exc:  # delivered through the future
+                _fail(job.future, exc)
+            else:
+                _succeed(job.future, value)
+        finally:
+            with self._lock:
+                current.jobs.pop(tag, None)
+
+    def _settle(self, current: _Round, tag: int, data: bytes) -> None:
+        with self._lock:
+            job = current.jobs.pop(tag, None)
+        if job is None:
+            return
+        try:
+            ok, value, pid = pickle.loads(data)
+        except Exception as exc:
+            from anyexec._errors import SerializationError
+
+            _fail(job.future, SerializationError(
+                f"the outcome of a call could not be unpickled in the caller "
+                f"({type(exc).__name__}: {exc})"
+            ))
+            return
+        with self._lock:
+            self._pids.add(pid)
+        if ok:
+            _succeed(job.future, value)
+        else:
+            _fail(job.future, value)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        # A dead child not yet reaped by loky is a zombie: count it as dead.
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _one_line(exc: BaseException) -> BaseException:
+    """``exc`` with its message on one line (loky's TerminatedWorkerError spans several)."""
+    text = " ".join(str(exc).split())
+    if text == str(exc):
+        return exc
+    try:
+        flat = type(exc)(text)
+    except Exception:
+        flat = RuntimeError(f"{type(exc).__name__}: {text}")
+    flat.__cause__ = exc
+    return flat
+
+
+def _succeed(future: Future[Any], value: Any) -> None:
+    with contextlib.suppress(Exception):
+        future.set_result(value)
+
+
+def _fail(future: Future[Any], exc: BaseException) -> None:
+    with contextlib.suppress(Exception):
+        future.set_exception(exc)
+
+
+class JoblibBackend:
+    """Runs calls with ``joblib.Parallel`` on one of joblib's backends, reusing its pool.
+
+    Options: ``backend`` (``loky``, the default, a robust process pool that survives worker
+    crashes; ``threading``; or ``multiprocessing``, the stdlib pool), and ``max_workers``
+    (default: the CPU count).
+    """
+
+    requires = ("joblib",)
+    engine = "joblib"
+    install_hint = "pip install 'anyexec[joblib]'"
+    # A round trip through joblib costs a fraction of a millisecond, and results reach the
+    # caller through joblib's result loop, which polls every 10 ms: aim for ~0.2 s chunks.
+    task_overhead = 2e-3
+
+    def __init__(self, *, max_workers: int | None = None, backend: JoblibName = "loky") -> None:
+        if backend == "multiprocessing":
+            # joblib falls back to running inline when its multiprocessing backend is driven
+            # from any thread but the main one, and it cannot stream results from it.
+            raise ValueError(
+                "joblib backend 'multiprocessing' cannot serve anyexec: joblib runs it only "
+                "from the main thread and without return_as='generator'. Use backend='loky' "
+                "(joblib's default process pool) or anyexec's own 'processes' backend."
+            )
+        if backend not in _NAMES:
+            raise ValueError(
+                f"joblib backend must be one of {', '.join(map(repr, _NAMES))}, got {backend!r}"
+            )
+        if max_workers is not None and (isinstance(max_workers, bool)
+                                        or not isinstance(max_workers, int) or max_workers < 1):
+            raise ValueError(f"max_workers must be an int >= 1 or None, got {max_workers!r}")
+        self.max_workers = max_workers or os.cpu_count() or 1
+        self.backend = backend
+        # Threads share the caller's memory: nothing to pickle, nothing isolated.
+        self.pickles = backend != "threading"
+        self.capabilities: frozenset[str] = frozenset()
+        if backend == "loky":
+            # loky runs each call in the main thread of its worker process.
+            self.capabilities = frozenset({"isolated", "recovers_from_worker_death",
+                                           "interrupts_tasks"})
+        self._dispatcher = _Dispatcher(backend, self.max_workers)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return self._dispatcher.submit(fn, args, kwargs)
+
+    def terminate(self) -> None:
+        """Stop now: run nothing more and kill the worker processes seen so far (Ctrl-C)."""
+        self._dispatcher.close(cancel_queued=True, stop=True)
+        if self.backend == "threading":
+            return
+        for pid in self._dispatcher.worker_pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._dispatcher.close(cancel_queued=cancel_futures)
+        if wait:
+            self._dispatcher.join()
