@@ -91,31 +91,19 @@ class ProcessesBackend:
         self._context = multiprocessing.get_context(start_method)
         self._max_tasks_per_child = max_tasks_per_child
         self._lock = threading.RLock()
-        self._pool: ProcessPoolExecutor | None = None
-        self._reports: Any = None
-        self._started: dict[int, int] = {}  # token -> pid of the worker that started it
-        self._pids: set[int] = set()  # this pool's workers, as they reported themselves
+        self._pool: _Pool | None = None
         self._tokens = itertools.count()
         # Set by terminate() and shutdown(): crashed tasks are then failed, never resubmitted.
         self._stopped = False
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        self._reports = self._context.SimpleQueue()
-        self._started = {}
-        self._pids = set()
+    def _new_pool(self) -> _Pool:
         extra: dict[str, Any] = {}
         if self._max_tasks_per_child is not None:
             extra["max_tasks_per_child"] = self._max_tasks_per_child
-        return ProcessPoolExecutor(self.max_workers, mp_context=self._context,
-                                   initializer=_init_worker, initargs=(self._reports,), **extra)
-
-    def _drain_reports(self) -> None:
-        while self._reports is not None and not self._reports.empty():
-            pid, token = self._reports.get()
-            if token == _STARTED_WORKER:
-                self._pids.add(pid)
-            else:
-                self._started[token] = pid
+        reports = self._context.SimpleQueue()
+        executor = ProcessPoolExecutor(self.max_workers, mp_context=self._context,
+                                       initializer=_init_worker, initargs=(reports,), **extra)
+        return _Pool(executor, reports)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         outer = ChainedFuture()
@@ -130,28 +118,26 @@ class ProcessesBackend:
                 self._pool = self._new_pool()
             token = next(self._tokens)
             try:
-                inner = self._pool.submit(_tracked, token, fn, args, kwargs)
+                inner = self._pool.executor.submit(_tracked, token, fn, args, kwargs)
             except BrokenProcessPool as exc:
                 log.debug("anyexec: replacing a broken process pool (%s)", exc)
-                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool.close(wait=False)
                 self._pool = self._new_pool()
-                inner = self._pool.submit(_tracked, token, fn, args, kwargs)
+                inner = self._pool.executor.submit(_tracked, token, fn, args, kwargs)
             pool = self._pool
         outer.inner = inner
         inner.add_done_callback(
             lambda done: self._settle(outer, done, pool, token, fn, args, kwargs)
         )
 
-    def _settle(self, outer: ChainedFuture, inner: Future[Any], pool: ProcessPoolExecutor,
+    def _settle(self, outer: ChainedFuture, inner: Future[Any], pool: _Pool,
                 token: int, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
         if inner.cancelled():
             outer.cancel()
             return
         exc = inner.exception()
         if isinstance(exc, BrokenProcessPool):
-            with self._lock:
-                self._drain_reports()
-                pid = self._started.get(token)
+            pid = pool.worker_of(token)
             if not self._stopped and (pid is None or _alive(pid)):
                 # An innocent victim of another task's crash: run it again on a fresh pool.
                 log.debug("anyexec: resubmitting task %d after a worker crash", token)
@@ -173,19 +159,53 @@ class ProcessesBackend:
         with self._lock:
             self._stopped = True
             pool, self._pool = self._pool, None
-            self._drain_reports()
-            pids, self._pids = self._pids, set()
-        if pool is None:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.kill_workers()
+            pool.close(wait=True)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
             self._stopped = True
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+            pool.close(wait=wait, cancel_futures=cancel_futures)
 
+
+class _Pool:
+    """One ProcessPoolExecutor with the queue on which its workers report what they start."""
+
+    def __init__(self, executor: ProcessPoolExecutor, reports: Any) -> None:
+        self.executor = executor
+        self._reports = reports
+        self._lock = threading.Lock()
+        self._started: dict[int, int] = {}  # token -> pid of the worker that started it
+        self._pids: set[int] = set()  # the workers, as they reported themselves
+        self._closed = False
+
+    def _drain(self) -> None:
+        with self._lock:
+            while not self._closed and not self._reports.empty():
+                pid, token = self._reports.get()
+                if token == _STARTED_WORKER:
+                    self._pids.add(pid)
+                else:
+                    self._started[token] = pid
+
+    def worker_of(self, token: int) -> int | None:
+        self._drain()
+        return self._started.get(token)
+
+    def kill_workers(self) -> None:
+        self._drain()
+        for pid in self._pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    def close(self, *, wait: bool, cancel_futures: bool = True) -> None:
+        self.executor.shutdown(wait=wait, cancel_futures=cancel_futures)
+        # Read what the workers reported before closing the pipe: callbacks of crashed tasks
+        # may still ask which worker ran them.
+        self._drain()
+        with self._lock:
+            self._closed = True
+            self._reports.close()

@@ -1,0 +1,58 @@
+"""A million tiny items through ``processes``: flat parent memory, nothing leaked."""
+
+from __future__ import annotations
+
+import gc
+import itertools
+
+import psutil
+
+import anyexec
+from anyexec.testing import tasks
+
+
+def test_a_million_items_stream_with_flat_memory_and_no_leaks() -> None:
+    me = psutil.Process()
+    children_before = {p.pid for p in me.children(recursive=True)}
+    fds_before = me.num_fds()
+    with anyexec.get_executor("processes", max_workers=2) as ex:
+        assert sum(ex.map(tasks.square, range(1000))) == sum(x * x for x in range(1000))
+        gc.collect()
+        rss_before = me.memory_info().rss
+        peak = rss_before
+        total = 0
+        count = 0
+        source = (x for x in range(1_000_000))
+        for count, value in enumerate(ex.map(tasks.square, source), 1):
+            total += value
+            if count % 50_000 == 0:
+                peak = max(peak, me.memory_info().rss)
+        assert count == 1_000_000
+        assert total == sum(x * x for x in range(1_000_000))
+        growth_mb = (peak - rss_before) / 1e6
+        # Materialising the input or the results would cost well over 100 MB.
+        assert growth_mb < 40, f"parent memory grew by {growth_mb:.1f} MB"
+    gc.collect()
+    leaked = {p.pid for p in me.children(recursive=True)} - children_before
+    assert not leaked, f"worker processes left behind: {leaked}"
+    assert me.num_fds() <= fds_before, "file descriptors leaked"
+
+
+def test_a_stalled_consumer_stops_the_input() -> None:
+    pulled = itertools.count()
+
+    def source() -> itertools.count[int]:
+        for x in itertools.count():
+            next(pulled)
+            yield x
+
+    with anyexec.get_executor("processes", max_workers=2) as ex:
+        results = ex.map(tasks.square, source())
+        assert [next(results) for _ in range(10)] == [x * x for x in range(10)]
+        import time
+
+        time.sleep(0.5)
+        first = next(pulled)
+        time.sleep(0.5)
+        assert next(pulled) == first + 1, "input kept being pulled while nobody consumed"
+        results.close()  # type: ignore[attr-defined]
