@@ -33,7 +33,7 @@ def test_any_spec_string_gives_an_executor_or_a_documented_error(text: str) -> N
     try:
         ex = anyexec.get_executor(text)
     except DOCUMENTED as exc:
-        assert str(exc), "errors must say what was wrong"
+        assert str(exc), "errors must say what was wrong"  # noqa: PT017 - either outcome is valid
         return
     ex.shutdown()
 
