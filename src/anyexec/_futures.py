@@ -18,6 +18,12 @@ class ChainedFuture(Future[Any]):
 
     inner: Future[Any] | None = None
 
+    def running(self) -> bool:
+        inner = self.inner
+        if self.done() or inner is None:
+            return super().running()
+        return inner.running()
+
     def cancel(self) -> bool:
         inner = self.inner
         if inner is not None and not inner.cancel():

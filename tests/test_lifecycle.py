@@ -1,0 +1,105 @@
+"""Defined behaviour around shutdown and threads, on the contract every backend shares."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+import anyexec
+from anyexec._registry import registry
+from anyexec.testing import tasks
+
+
+class FailingShutdown(ThreadPoolExecutor):
+    """A backend whose shutdown raises, as a buggy plugin's might."""
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+        raise OSError("engine refused to stop")
+
+
+@pytest.fixture
+def failing_backend() -> Iterator[str]:
+    anyexec.register_backend("failing-shutdown", FailingShutdown)
+    yield "failing-shutdown"
+    registry.unregister("failing-shutdown")
+
+
+def test_an_exception_from_the_backends_shutdown_propagates_once(failing_backend: str) -> None:
+    ex = anyexec.get_executor(failing_backend)
+    assert ex.submit(tasks.square, 2).result() == 4
+    with pytest.raises(OSError, match="engine refused to stop"):
+        ex.shutdown()
+    ex.shutdown()  # already shut down: nothing happens, nothing raises
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(tasks.square, 2)
+
+
+def test_shutdown_with_cancel_futures_cancels_queued_submits() -> None:
+    ex = anyexec.get_executor("threads", max_workers=1)
+    gate = threading.Event()
+    first = ex.submit(gate.wait, 10)
+    queued = [ex.submit(tasks.square, i) for i in range(5)]
+    ex.shutdown(wait=False, cancel_futures=True)
+    gate.set()
+    assert first.result(timeout=10) is True
+    assert all(f.cancelled() for f in queued)
+
+
+def test_a_map_iterator_can_be_consumed_from_another_thread() -> None:
+    with anyexec.get_executor("processes", max_workers=2) as ex:
+        results = ex.map(tasks.square, range(100))
+        collected: list[int] = []
+        worker = threading.Thread(target=lambda: collected.extend(results))
+        worker.start()
+        worker.join(timeout=60)
+        assert collected == [x * x for x in range(100)]
+
+
+def test_consuming_one_iterator_from_two_threads_at_once_is_refused() -> None:
+    with anyexec.get_executor("threads", max_workers=2) as ex:
+        results = ex.map(tasks.sleep_then_return, range(4), [0.3] * 4, chunksize=1)
+        errors: list[BaseException] = []
+        started = threading.Event()
+
+        def consume() -> None:
+            started.set()
+            try:
+                list(results)
+            except ValueError as exc:
+                errors.append(exc)
+
+        first = threading.Thread(target=consume)
+        first.start()
+        started.wait()
+        second = threading.Thread(target=consume)
+        second.start()
+        first.join(timeout=30)
+        second.join(timeout=30)
+        assert any("already executing" in str(e) for e in errors)
+
+
+def test_cancelling_a_submitted_future_before_it_starts_prevents_the_call() -> None:
+    with anyexec.get_executor("threads", max_workers=1) as ex:
+        gate = threading.Event()
+        blocker = ex.submit(gate.wait, 10)
+        later: Future[Any] = ex.submit(tasks.square, 7)
+        assert later.cancel()
+        gate.set()
+        assert blocker.result(timeout=10) is True
+        assert later.cancelled()
+
+
+def test_a_future_of_a_started_call_cannot_be_cancelled() -> None:
+    with anyexec.get_executor("threads", max_workers=1) as ex:
+        gate = threading.Event()
+        running = ex.submit(gate.wait, 10)
+        while not running.running() and not running.done():
+            threading.Event().wait(0.01)
+        assert not running.cancel()
+        gate.set()
+        assert running.result(timeout=10) is True
