@@ -186,7 +186,8 @@ class RayBackend:
     pickles = True
     # Measured: ~1 ms of scheduling per Ray task on a local Ray.
     task_overhead = 1e-3
-    capabilities = frozenset({"cancel_running", "recovers_from_worker_death", "isolated"})
+    capabilities = frozenset({"cancel_running", "recovers_from_worker_death", "isolated",
+                              "interrupts_tasks"})
 
     def __init__(self, *, max_workers: int | None = None, address: str | None = None,
                  num_cpus: float | None = None, num_gpus: float | None = None,

@@ -1,0 +1,289 @@
+"""The ``ray`` backend on a real Ray: its own local Ray, a Ray the user started, a cluster.
+
+Starting Ray takes seconds, so the tests are grouped by the Ray they need, in file order: the
+first class starts and stops its own, the conformance class shares one Ray initialised by a
+fixture, and the cluster class joins a two-node cluster on 127.0.0.1 through its address.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import anyexec
+from anyexec.testing import BackendConformance, tasks
+
+ray = pytest.importorskip("ray")
+psutil = pytest.importorskip("psutil")
+
+# How long a task waits for its peers before giving up; only reached when a test fails.
+MEETING_LIMIT = 90.0
+
+
+# -- task functions (pickled by value into the Ray workers) ---------------------------------
+
+
+def meet(x: int, folder: str, expected: int) -> int:
+    """Record start and end times; in between, wait until ``expected`` tasks have started.
+
+    If fewer than ``expected`` tasks can run at once the waiting ones give up after
+    ``MEETING_LIMIT`` and the recorded intervals show the shortfall.
+    """
+    Path(folder, f"{x}.start").write_text(repr(time.time()))
+    deadline = time.monotonic() + MEETING_LIMIT
+    while len(list(Path(folder).glob("*.start"))) < expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    Path(folder, f"{x}.end").write_text(repr(time.time()))
+    return x
+
+
+def node_after_meeting(x: int, folder: str, expected: int) -> str:
+    import ray
+
+    meet(x, folder, expected)
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def write_pid_then_sleep(folder: str, seconds: float) -> str:
+    import os
+
+    Path(folder, "pid").write_text(str(os.getpid()))
+    time.sleep(seconds)
+    Path(folder, "finished").touch()
+    return "finished"
+
+
+def wait_for_file(path: str) -> str:
+    deadline = time.monotonic() + MEETING_LIMIT
+    while not Path(path).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return "released"
+
+
+def peak_overlap(folder: Path) -> int:
+    """The most tasks that were running at the same moment, from their recorded intervals."""
+    events = []
+    for start in folder.glob("*.start"):
+        end = start.with_suffix(".end")
+        events.append((float(start.read_text()), 1))
+        events.append((float(end.read_text()), -1))
+    running = peak = 0
+    for _, step in sorted(events):  # at equal times an end (-1) sorts before a start
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def wait_until(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + MEETING_LIMIT
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting: {what}")
+        time.sleep(0.05)
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # type: ignore[no-any-return]
+    except psutil.NoSuchProcess:
+        return True
+
+
+def ray_node_pids() -> list[int]:
+    """PIDs of the Ray processes (GCS, raylet, ...) this process started with ray.init."""
+    node = ray._private.worker._global_node
+    return [info.process.pid for infos in node.all_processes.values() for info in infos]
+
+
+# -- option checking (no Ray started) -------------------------------------------------------
+
+
+def test_bad_option_values_are_rejected_before_ray_starts():
+    with pytest.raises(ValueError, match="num_cpus must be >= 0"):
+        anyexec.get_executor("ray?num_cpus=-1")
+    with pytest.raises(TypeError, match="runtime_env must be a dict"):
+        anyexec.get_executor("ray", runtime_env="working_dir=.")
+    with pytest.raises(ValueError, match="max_workers"):
+        anyexec.get_executor("ray?max_workers=0")
+    with pytest.raises(TypeError, match="no option 'num_cpu'"):
+        anyexec.get_executor("ray?num_cpu=1")
+    assert not ray.is_initialized()
+
+
+# -- a local Ray started by the executor itself ---------------------------------------------
+
+
+class TestLocalRayStartedByTheExecutor:
+    def test_it_runs_max_workers_tasks_at_once_beyond_the_cores_and_stops_its_ray(
+        self, tmp_path: Path
+    ):
+        assert not ray.is_initialized(), "another test left Ray running"
+        ex = anyexec.get_executor("ray", max_workers=6)
+        try:
+            assert ray.is_initialized()
+            assert ex.max_workers == 6
+            assert ray.cluster_resources()["CPU"] == 6  # on a 2-core machine too
+            pids = ray_node_pids()
+            assert pids
+            # A second executor while the first is open reuses its Ray.
+            second = anyexec.get_executor("ray", max_workers=2)
+            fn = partial(meet, folder=str(tmp_path), expected=6)
+            assert sorted(ex.map(fn, range(6), chunksize=1)) == list(range(6))
+        finally:
+            ex.shutdown()
+        assert peak_overlap(tmp_path) == 6
+        # The second executor still works: Ray stops with the last executor that uses it.
+        assert ray.is_initialized()
+        assert second.submit(tasks.square, 4).result(timeout=60) == 16
+        second.shutdown()
+        assert not ray.is_initialized()
+        wait_until(lambda: all(process_gone(pid) for pid in pids), "Ray's processes to exit")
+
+
+# -- a Ray initialised by the user, shared by the conformance kit and the tests below -----
+
+
+class TestRay(BackendConformance):
+    backend = "ray"
+    options = {"max_workers": 2}
+    slow_task_seconds = 1.0
+
+    @pytest.fixture(scope="class", autouse=True)
+    @classmethod
+    def shared_ray(cls) -> Iterator[None]:
+        """One Ray for the class, started here so that executors find it and reuse it."""
+        assert not ray.is_initialized(), "another test left Ray running"
+        ray.init(num_cpus=4, include_dashboard=False, logging_level=logging.WARNING)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+    def test_a_ray_initialised_by_the_user_is_used_and_left_running(self):
+        ex = anyexec.get_executor("ray")
+        assert ex.max_workers == 4  # the cluster's CPUs, one per task
+        assert ex.submit(tasks.square, 5).result(timeout=60) == 25
+        ex.shutdown()
+        assert ray.is_initialized()
+        assert ray.get(ray.put(7)) == 7
+
+    def test_max_workers_bounds_the_tasks_in_flight_on_an_existing_ray(self, tmp_path: Path):
+        # The Ray has 4 CPUs; the executor must still run only 2 tasks at a time.
+        with anyexec.get_executor("ray", max_workers=2) as ex:
+            fn = partial(meet, folder=str(tmp_path), expected=2)
+            assert list(ex.map(fn, range(8), chunksize=1)) == list(range(8))
+        assert peak_overlap(tmp_path) == 2
+
+    def test_options_from_a_spec_string_reach_the_tasks(self):
+        with anyexec.get_executor("ray?num_cpus=2&max_workers=3") as ex:
+            assert ex.max_workers == 3
+            assigned = ex.submit(lambda: ray.get_runtime_context().get_assigned_resources())
+            assert assigned.result(timeout=60).get("CPU") == 2.0
+
+    def test_the_function_is_shared_once_per_map_not_once_per_chunk(self):
+        big = bytes(2_000_000)
+        with anyexec.get_executor("ray", max_workers=2) as ex:
+            backend: Any = ex._backend
+            real_share = backend.share
+            shared: list[object] = []
+
+            def counting_share(obj: object) -> object:
+                shared.append(obj)
+                return real_share(obj)
+
+            backend.share = counting_share
+            fn = partial(tasks.add, y=len(big))
+            assert list(ex.map(fn, range(30), chunksize=1)) == [x + 2_000_000 for x in range(30)]
+        assert len(shared) == 1
+
+    def test_an_object_ref_passed_as_an_argument_arrives_resolved(self):
+        with anyexec.get_executor("ray") as ex:
+            backend: Any = ex._backend
+            ref = backend.share({"weights": [1, 2, 3]})
+            future = backend.submit(tasks.sleep_then_return, ref, 0)
+            assert future.result(timeout=60) == {"weights": [1, 2, 3]}
+
+    def test_cancelling_a_running_task_stops_its_worker(self, tmp_path: Path):
+        with anyexec.get_executor("ray", max_workers=1) as ex:
+            future = ex.submit(write_pid_then_sleep, str(tmp_path), 120)
+            pid_file = tmp_path / "pid"
+            wait_until(pid_file.exists, "the task to start")
+            assert future.cancel()
+            pid = int(pid_file.read_text())
+            wait_until(lambda: process_gone(pid), "the cancelled task's worker to exit")
+            assert not (tmp_path / "finished").exists()
+            assert ex.submit(tasks.square, 3).result(timeout=60) == 9
+
+    def test_cancelling_a_queued_call_means_it_never_starts(self, tmp_path: Path):
+        release = tmp_path / "release"
+        with anyexec.get_executor("ray", max_workers=1) as ex:
+            blocker = ex.submit(wait_for_file, str(release))
+            queued = ex.submit(tasks.record_and_sleep, 1, folder=str(tmp_path), seconds=0)
+            assert queued.cancel()
+            release.touch()
+            assert blocker.result(timeout=120) == "released"
+            assert ex.submit(tasks.square, 2).result(timeout=60) == 4
+        assert not (tmp_path / "1.started").exists()
+
+    def test_a_module_on_a_sys_path_entry_added_at_run_time_imports_on_the_workers(
+        self, tmp_path: Path
+    ):
+        (tmp_path / "anyexec_ray_runtime_mod.py").write_text("def triple(x):\n    return 3 * x\n")
+        sys.path.insert(0, str(tmp_path))
+        try:
+            import anyexec_ray_runtime_mod  # type: ignore[import-not-found]
+
+            with anyexec.get_executor("ray") as ex:
+                assert list(ex.map(anyexec_ray_runtime_mod.triple, range(4))) == [0, 3, 6, 9]
+        finally:
+            sys.path.remove(str(tmp_path))
+            sys.modules.pop("anyexec_ray_runtime_mod", None)
+
+    def test_joining_another_cluster_while_connected_is_refused(self):
+        with pytest.raises(RuntimeError, match="can join only one Ray cluster"):
+            anyexec.get_executor("ray://127.0.0.1:1")
+
+
+# -- a two-node cluster joined through its address ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    from ray.cluster_utils import Cluster
+
+    assert not ray.is_initialized(), "another test left Ray running"
+    loopback = {"node_ip_address": "127.0.0.1", "num_cpus": 1}
+    cluster = Cluster(initialize_head=True, head_node_args={**loopback,
+                                                            "include_dashboard": False})
+    try:
+        cluster.add_node(**loopback)
+        yield cluster
+    finally:
+        # Stops exactly the processes the harness started (by their handles).
+        cluster.shutdown()
+
+
+@pytest.mark.cluster
+class TestCluster:
+    def test_tasks_run_on_every_node_and_the_cluster_outlives_the_executor(
+        self, cluster: Any, tmp_path: Path
+    ):
+        ex = anyexec.get_executor(f"ray://{cluster.address}")
+        try:
+            assert ex.max_workers == 2  # one CPU on each of the two nodes
+            fn = partial(node_after_meeting, folder=str(tmp_path), expected=2)
+            nodes = set(ex.map(fn, range(2), chunksize=1))
+        finally:
+            ex.shutdown()
+        assert len(nodes) == 2
+        assert not ray.is_initialized(), "the executor did not disconnect its driver"
+        assert cluster.remaining_processes_alive(), "shutting the executor down hurt the cluster"
+        with anyexec.get_executor("ray", address=cluster.address) as again:
+            assert again.submit(tasks.square, 6).result(timeout=60) == 36
