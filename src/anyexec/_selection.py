@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from anyexec._context import CURRENT_USE
-from anyexec._options import option_schema
 from anyexec._registry import registry
 from anyexec._spec import parse_spec
 from anyexec._worker import in_worker
@@ -71,6 +70,10 @@ def check_max_workers(value: object, *, origin: str) -> None:
 
 def resolve(spec: str | None, options: Mapping[str, Any]) -> Resolved:
     """Pick the backend and check every option, without starting anything."""
+    # Imported here: signature inspection pulls in inspect and typing, which `import anyexec`
+    # should not pay for.
+    from anyexec._options import option_schema
+
     text, kw, origin = _choose(spec, options)
     parsed = parse_spec(text, origin=origin)
     name = registry.canonical(parsed.name, origin=origin)
