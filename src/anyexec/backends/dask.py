@@ -1,3 +1,5 @@
+# Much of distributed's public API has no annotations; calling it is not an error here.
+# mypy: disable-error-code="no-untyped-call"
 """``dask``: tasks on a Dask cluster (``dask.distributed``), local or remote.
 
 Without an address the executor starts its own ``LocalCluster`` (worker processes on

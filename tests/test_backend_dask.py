@@ -1,0 +1,335 @@
+# distributed's Client has no annotations.
+# mypy: disable-error-code="no-untyped-call"
+"""The ``dask`` backend: the conformance kit on a LocalCluster, and a real running cluster.
+
+The LocalCluster tests start clusters the executor owns. The ``cluster`` tests start a
+``dask scheduler`` and two ``dask worker`` processes on 127.0.0.1 once for the module, connect
+to them as a user would (``ANYEXEC_BACKEND=dask://HOST:PORT``), and stop them by their handles.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("distributed")
+
+import cloudpickle
+from distributed import Client
+
+import anyexec
+from anyexec.testing import BackendConformance, tasks
+
+# pytest imports this file under a name the workers cannot import (--import-mode=importlib):
+# its task functions travel by value instead.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+HERE = Path(__file__).parent
+
+
+class TestDask(BackendConformance):
+    backend = "dask"
+    options = {"max_workers": 2}
+    slow_task_seconds = 0.5
+
+
+# -- task functions ------------------------------------------------------------------------
+
+
+def record_interval(x: int, folder: str, seconds: float) -> int:
+    """Sleep, and leave a file with when this call started and ended."""
+    began = time.time()
+    time.sleep(seconds)
+    Path(folder, f"{x}.interval").write_text(f"{began} {time.time()}")
+    return x
+
+
+def most_at_once(folder: Path) -> int:
+    """The largest number of recorded calls that overlapped."""
+    events = []
+    for path in folder.glob("*.interval"):
+        began, ended = map(float, path.read_text().split())
+        events += [(began, 1), (ended, -1)]
+    running = peak = 0
+    for _when, step in sorted(events):  # an end sorts before a start at the same instant
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def echo(value: Any) -> Any:
+    return value
+
+
+def workers_of(ex: anyexec.Executor) -> dict[str, Any]:
+    info: dict[str, Any] = ex._backend._client.scheduler_info()
+    return info["workers"]  # type: ignore[no-any-return]
+
+
+# -- a LocalCluster owned by the executor -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local() -> Iterator[anyexec.Executor]:
+    ex = anyexec.get_executor("dask", max_workers=2)
+    yield ex
+    ex.shutdown(wait=True)
+
+
+@pytest.fixture(scope="module")
+def from_spec() -> Iterator[anyexec.Executor]:
+    """Three tasks at once on workers of two threads: two workers, one thread kept idle."""
+    ex = anyexec.get_executor("dask?threads_per_worker=2&max_workers=3")
+    yield ex
+    ex.shutdown(wait=True)
+
+
+def test_options_from_a_spec_string_shape_the_local_cluster(from_spec: anyexec.Executor) -> None:
+    workers = workers_of(from_spec)
+    assert from_spec.max_workers == 3
+    assert len(workers) == 2
+    assert [w["nthreads"] for w in workers.values()] == [2, 2]
+
+
+def test_max_workers_bounds_running_tasks_even_with_idle_threads(
+    from_spec: anyexec.Executor, tmp_path: Path
+) -> None:
+    results = from_spec.map(record_interval, range(9), [str(tmp_path)] * 9, [0.4] * 9,
+                            chunksize=1)
+    assert list(results) == list(range(9))
+    assert most_at_once(tmp_path) == 3  # four threads, but max_workers=3
+
+
+def test_local_cluster_runs_max_workers_tasks_at_once(local: anyexec.Executor,
+                                                      tmp_path: Path) -> None:
+    assert len(workers_of(local)) == 2
+    results = local.map(record_interval, range(6), [str(tmp_path)] * 6, [0.4] * 6, chunksize=1)
+    assert list(results) == list(range(6))
+    assert most_at_once(tmp_path) == 2
+
+
+@pytest.mark.parametrize(("spec", "options", "error", "match"), [
+    ("dask?threads_per_worker=two", {}, ValueError, r"threads_per_worker='two'.*whole number"),
+    ("dask?threads_per_worker=0", {}, ValueError, r"threads_per_worker must be >= 1"),
+    ("dask?max_workers=0", {}, ValueError, r"max_workers must be a positive int"),
+    ("dask?resources=GPU", {}, ValueError, r"resources='GPU'.*JSON"),
+    ("dask?resources={\"GPU\": -1}", {}, ValueError, r"resources must map"),
+    ("dask?start_method=thread", {}, ValueError, r"start_method"),
+    ("dask://127.0.0.1:1?memory_limit=2GiB", {}, ValueError,
+     r"memory_limit only shape the local cluster"),
+    ("dask", {"address": "127.0.0.1:1", "scheduler_file": "x.json"}, ValueError,
+     "at most one of address, scheduler_file and client"),
+    ("dask?thread_per_worker=2", {}, TypeError, r"did you mean 'threads_per_worker'"),
+], ids=["not-a-number", "zero-threads", "zero-workers", "resources-not-json",
+        "negative-resource", "bad-start-method", "local-option-with-address", "two-targets",
+        "misspelt-option"])
+def test_bad_option_values_are_rejected_naming_the_option(
+    spec: str, options: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        anyexec.get_executor(spec, **options)
+
+
+def test_unreachable_scheduler_fails_with_a_connection_error_naming_it() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConnectionError, match=rf"127\.0\.0\.1:{port}.*dask scheduler"):
+        anyexec.get_executor(f"dask://127.0.0.1:{port}?connect_timeout=1")
+
+
+def test_map_scatters_its_function_once_and_every_task_refers_to_it(
+    local: anyexec.Executor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = local._backend._client
+    scattered: list[Any] = []
+    sent_args: list[Any] = []
+    real_scatter, real_submit = client.scatter, client.submit
+
+    def scatter(*args: Any, **kwargs: Any) -> Any:
+        futures = real_scatter(*args, **kwargs)
+        scattered.extend(futures)
+        return futures
+
+    def submit(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        sent_args.append(args[0])
+        return real_submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(client, "scatter", scatter)
+    monkeypatch.setattr(client, "submit", submit)
+    table = list(range(100_000))  # a large object the function carries
+
+    assert list(local.map(lambda i: table[i], range(30), chunksize=1)) == list(range(30))
+    assert len(scattered) == 1
+    assert len(sent_args) == 30
+    assert {arg.key for arg in sent_args} == {scattered[0].key}
+
+
+def test_shared_object_arrives_in_the_task_as_the_value(local: anyexec.Executor) -> None:
+    backend: Any = local._backend
+    obj = {"weights": list(range(1000))}
+    assert backend.submit(echo, backend.share(obj)).result(timeout=60) == obj
+    # A plain Dask future passed as a top-level argument arrives as its value too.
+    future = backend._client.scatter(obj, hash=False)
+    assert backend.submit(echo, future).result(timeout=60) == obj
+
+
+def test_module_on_a_sys_path_entry_added_at_run_time_imports_on_workers(
+    local: anyexec.Executor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"anyexec_dask_probe_{uuid.uuid4().hex}"
+    (tmp_path / f"{name}.py").write_text("def probe(x):\n    return x + 1000\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # after the workers started
+    module = importlib.import_module(name)
+    try:
+        assert list(local.map(module.probe, range(3))) == [1000, 1001, 1002]
+    finally:
+        sys.modules.pop(name, None)
+
+
+def test_cancelling_a_queued_task_keeps_it_from_ever_running(local: anyexec.Executor,
+                                                            tmp_path: Path) -> None:
+    # Two workers and one waiting task each reach Dask; the rest wait in anyexec's queue.
+    futures = [local.submit(tasks.record_and_sleep, i, str(tmp_path), 0.4) for i in range(6)]
+    assert futures[5].cancel()
+    assert not futures[0].cancel()  # handed to Dask: it may already run
+    assert [f.result(timeout=60) for f in futures[:5]] == [0, 1, 2, 3, 4]
+    assert futures[5].cancelled()
+    assert sorted(p.name for p in tmp_path.glob("*.started")) == [f"{i}.started" for i in range(5)]
+
+
+def test_threads_instead_of_processes_run_tasks_in_this_process() -> None:
+    with anyexec.get_executor("dask?processes=false&max_workers=2") as ex:
+        assert ex.capabilities == frozenset()
+        assert set(ex.map(tasks.pid, range(4), chunksize=1)) == {os.getpid()}
+
+
+def test_terminate_kills_the_local_workers_and_fails_their_tasks(tmp_path: Path) -> None:
+    ex = anyexec.get_executor("dask", max_workers=2)
+    try:
+        futures = [ex.submit(tasks.record_and_sleep, i, str(tmp_path), 120) for i in range(5)]
+        _wait_for(lambda: len(list(tmp_path.glob("*.started"))) >= 2, "two tasks to start")
+        ex._backend.terminate()
+        assert futures[4].cancelled()  # still in anyexec's queue: dropped
+        _done, not_done = concurrent.futures.wait(futures[:4], timeout=60)
+        assert not not_done, "terminate() left tasks running"
+        for future in futures[:4]:  # killed (KilledWorker) or cancelled, whichever came first
+            with pytest.raises(anyexec.WorkerCrashedError, match=r"KilledWorker|cancelled"):
+                future.result()
+    finally:
+        ex.shutdown(wait=True)
+
+
+def test_shutdown_closes_the_local_cluster_it_started() -> None:
+    ex = anyexec.get_executor("dask", max_workers=1)
+    backend: Any = ex._backend
+    cluster = backend._cluster
+    assert ex.submit(tasks.square, 4).result(timeout=60) == 16
+    ex.shutdown(wait=True)
+    assert cluster.status.name == "closed"
+    assert backend._client.status == "closed"
+
+
+# -- a running cluster: dask scheduler + two dask workers ----------------------------------
+
+
+def _wait_for(condition: Any, what: str, limit: float = 90.0) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()  # dask's CLIs close cleanly on SIGTERM (a nanny takes its worker)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A scheduler and two workers (two threads each) on 127.0.0.1; yields the address."""
+    folder = tmp_path_factory.mktemp("dask-cluster")
+    scheduler_file = folder / "scheduler.json"
+    common = {"cwd": folder, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+             "--port", "0", "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
+             "--scheduler-file", str(scheduler_file)], **common))  # type: ignore[call-overload]
+        _wait_for(lambda: scheduler_file.exists() and scheduler_file.stat().st_size > 0,
+                  "the scheduler to write its address")
+        address = json.loads(scheduler_file.read_text())["address"]
+        for _ in range(2):
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--host",
+                 "127.0.0.1", "--nthreads", "2", "--no-dashboard"],
+                **common))  # type: ignore[call-overload]
+        with Client(address, timeout=60, set_as_default=False) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for process in reversed(processes):  # workers first, then the scheduler
+            _stop(process)
+
+
+def _live_workers(address: str) -> int:
+    with Client(address, timeout=30, set_as_default=False) as client:
+        return len(client.scheduler_info()["workers"])
+
+
+@pytest.mark.cluster
+def test_user_script_maps_over_a_running_cluster_from_the_environment(cluster: str) -> None:
+    port = cluster.rsplit(":", 1)[1]
+    env = {**os.environ, "ANYEXEC_BACKEND": f"dask://127.0.0.1:{port}"}
+    done = subprocess.run([sys.executable, str(HERE / "dask_user_script.py")], env=env,
+                          capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["backend"] == "dask"
+    assert report["max_workers"] == 4  # the cluster's threads
+    assert report["cubes"] == [x**3 for x in range(10)]
+    assert report["tripled"] == [3 * x for x in range(20)]
+    assert report["my_pid"] not in report["worker_pids"]
+    assert _live_workers(cluster) == 2, "the script's executor closed a cluster it did not start"
+
+
+@pytest.mark.cluster
+def test_max_workers_bounds_tasks_in_flight_on_a_running_cluster(
+    cluster: str, tmp_path: Path
+) -> None:
+    with anyexec.get_executor(f"dask://{cluster}?max_workers=2") as ex:  # tcp://HOST:PORT
+        assert ex.capabilities == {"isolated", "recovers_from_worker_death"}  # nannies
+        results = ex.map(record_interval, range(8), [str(tmp_path)] * 8, [0.4] * 8,
+                         chunksize=1)
+        assert list(results) == list(range(8))
+    assert most_at_once(tmp_path) == 2  # four threads, but max_workers=2
+    assert _live_workers(cluster) == 2
+
+
+@pytest.mark.cluster
+def test_an_existing_client_is_used_and_left_open(cluster: str) -> None:
+    with Client(cluster, timeout=30, set_as_default=False) as client:
+        with anyexec.get_executor("dask", client=client) as ex:
+            assert ex.max_workers == 4
+            assert list(ex.map(tasks.square, range(5))) == [0, 1, 4, 9, 16]
+        assert client.status == "running"
+        assert client.submit(tasks.square, 3).result(timeout=60) == 9
