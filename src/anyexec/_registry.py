@@ -80,7 +80,7 @@ class _Entry:
         if not self.loaded:
             try:
                 self.factory = self.loader()
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # a plugin calling sys.exit() at import, too
                 # Kept, not swallowed: shown in the table and raised when asked for.
                 self.error = exc
                 log.debug("loading backend %r from %s failed: %r", self.name, self.source, exc)
@@ -221,6 +221,13 @@ class Registry:
             return (
                 f"its plugin {entry.target!r} from {entry.source} failed to import "
                 f"({type(err).__name__}: {err}). Reinstall or fix that distribution."
+            )
+        if not callable(factory):
+            return (
+                f"its plugin {entry.target!r} from {entry.source} resolved to "
+                f"{type(factory).__name__} {factory!r:.40}, not a backend factory: the entry "
+                "point must name a class or function that takes keyword options and returns an "
+                "object with submit() and shutdown(). Fix or uninstall that distribution."
             )
         missing = [m for m in getattr(factory, "requires", ()) or () if not _importable(m)]
         if missing:
