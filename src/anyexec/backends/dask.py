@@ -18,8 +18,10 @@ import concurrent.futures
 import contextlib
 import logging
 import math
+import multiprocessing
 import os
 import signal
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -41,8 +43,18 @@ _LOCAL_DEFAULTS: dict[str, Any] = {"threads_per_worker": 1, "processes": True,
                                    "memory_limit": "auto", "start_method": None}
 
 
+# Payloads smaller than this travel inside each task instead of being scattered.
+_SCATTER_ABOVE = 64 * 1024
+
+_MAIN_GUARD = (
+    "the Dask backend's local cluster starts worker processes that import your main module "
+    "(Dask starts them with forkserver or spawn); code that creates an executor at the top "
+    "level of a script must sit under  if __name__ == '__main__':"
+)
+
+
 class DaskTaskLostError(RuntimeError):
-    """Dask dropped a task this executor did not cancel (its client or scheduler went away)."""
+    """Dask could not run a task: it was dropped, or the function failed to load on a worker."""
 
 
 @dataclass
@@ -95,8 +107,9 @@ class DaskBackend:
     engine = "dask"
     install_hint = "pip install 'anyexec[dask]'"
     pickles = True
-    # Measured: 1-3 ms per task through client, scheduler and worker and back.
-    task_overhead = 2e-3
+    # Measured: 1-3 ms of Dask per task, plus the round trip before the next task starts
+    # (tasks wait here, not on the worker); the core then aims for chunks of ~0.3 s.
+    task_overhead = 3e-3
 
     def __init__(self, *, max_workers: int | None = None, address: str | None = None,
                  scheduler_file: str | None = None, client: Any = None,
@@ -151,6 +164,9 @@ class DaskBackend:
         elif remote:
             self._client = _connect(address, scheduler_file, float(connect_timeout))
         else:
+            if processes and getattr(multiprocessing.current_process(), "_inheriting", False):
+                # We run inside a worker process that is importing the caller's main module.
+                raise RuntimeError(_MAIN_GUARD)
             workers = max_workers or os.cpu_count() or 1
             n_workers = math.ceil(workers / threads_per_worker)
             self._cluster = _start_local_cluster(
@@ -170,13 +186,6 @@ class DaskBackend:
         except BaseException:
             self._close_resources()
             raise
-        # How many tasks Dask holds at once. On a cluster of exactly max_workers threads that
-        # we started, Dask itself bounds the running tasks, and a second task per thread
-        # waiting on the worker hides the round trip between two tasks (as the stdlib's
-        # process pool queues a call ahead). Elsewhere the cluster may have more threads, so
-        # we hold back everything beyond max_workers.
-        exact = self._cluster is not None and n_workers * threads_per_worker == self.max_workers
-        self._window = 2 * self.max_workers if exact else self.max_workers
         self._stopped = False
         self._start_collector()
         self._check_resources_exist()
@@ -226,17 +235,23 @@ class DaskBackend:
         self._dispatch()
         return future
 
-    def share(self, obj: Any) -> _Shared:
-        """Scatter ``obj`` to the cluster once; pass the result to ``submit`` as an argument."""
+    def share(self, obj: Any) -> Any:
+        """Scatter a large ``obj`` to the cluster once; pass the result to ``submit``.
+
+        A small one (most functions) is returned as it is and travels inside each task: that
+        costs nothing worth saving, and a task holding its own copy cannot lose it when the
+        workers holding the scattered copies die.
+        """
+        if _pickled_size(obj) < _SCATTER_ABOVE:
+            return obj
         return _Shared(obj, self._scatter(obj))
 
     def _scatter(self, obj: Any) -> Any:
         # In a list: scatter would otherwise split a list or dict into one future per element.
         # hash=False: two maps of equal payloads must not share (and release) one key.
-        # broadcast on our own small cluster: every worker needs it, and a copy on each
-        # survives the death of any one worker. On a cluster we connect to, workers fetch it
-        # from each other when they first need it.
-        return self._client.scatter([obj], hash=False, broadcast=self._cluster is not None)[0]
+        # broadcast: the workers running the map all need it anyway, and with a single copy
+        # the death of the worker holding it makes Dask cancel every task waiting for it.
+        return self._client.scatter([obj], hash=False, broadcast=True)[0]
 
     def _resolve(self, arg: Any) -> Any:
         if not isinstance(arg, _Shared):
@@ -252,7 +267,9 @@ class DaskBackend:
         """Send queued jobs to Dask while fewer than ``max_workers`` are there."""
         with self._lock:
             # Sending under the lock keeps Dask's arrival order equal to submission order.
-            while self._queue and len(self._sent) < self._window:
+            # Exactly max_workers tasks in Dask, none waiting on a worker: a task queued there
+            # could not be cancelled, and would die with a worker it never ran on.
+            while self._queue and len(self._sent) < self.max_workers:
                 job = self._queue.popleft()
                 if not job.future.set_running_or_notify_cancel():
                     continue  # cancelled while queued: it never reaches Dask
@@ -307,7 +324,9 @@ class DaskBackend:
             with contextlib.suppress(Exception):
                 self._dispatch()
             for job, remote, outcome in jobs:
-                _settle(job.future, remote, outcome)
+                lost_input = any(isinstance(a, _Shared) and a.ref.status != "finished"
+                                 for a in (*job.args, *job.kwargs.values()))
+                _settle(job.future, remote, outcome, lost_input)
 
     def terminate(self) -> None:
         """Drop queued tasks, cancel sent ones, and kill our local cluster's worker processes.
@@ -390,7 +409,7 @@ class DaskBackend:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _settle(future: Future[Any], remote: Any, outcome: Any) -> None:
+def _settle(future: Future[Any], remote: Any, outcome: Any, lost_input: bool) -> None:
     """Copy a finished ``distributed.Future``'s outcome (from ``as_completed``) into ours."""
     try:
         status = remote.status
@@ -398,7 +417,26 @@ def _settle(future: Future[Any], remote: Any, outcome: Any) -> None:
             future.set_result(outcome)
         elif status == "error":
             _typ, exc, tb = outcome  # as_completed(raise_errors=False) gives exc_info
-            future.set_exception(exc.with_traceback(tb))
+            exc = exc.with_traceback(tb)
+            if isinstance(exc, ImportError):
+                # The runner catches the function's own exceptions, so an ImportError here
+                # comes from loading the function: its module is missing on that worker.
+                lost = DaskTaskLostError(
+                    f"the function could not be loaded on a Dask worker ({type(exc).__name__}: "
+                    f"{exc}). Workers must be able to import the module your function lives "
+                    "in: install your package on them, or send a single module with "
+                    "client.upload_file(path); a local cluster sees your sys.path."
+                )
+                lost.__cause__ = exc
+                exc = lost
+            future.set_exception(exc)
+        elif lost_input:
+            future.set_exception(DaskTaskLostError(
+                f"Dask dropped task {remote.key!r} (status {status!r}): every worker holding "
+                "its input (the function, sent once per map) died. A task that kills its "
+                "worker does this: Dask reruns it on other workers up to "
+                "distributed.scheduler.allowed-failures times (default 3)"
+            ))
         else:
             future.set_exception(DaskTaskLostError(
                 f"Dask dropped task {remote.key!r} (status {status!r}) before it finished: "
@@ -410,6 +448,18 @@ def _settle(future: Future[Any], remote: Any, outcome: Any) -> None:
     except BaseException as exc:
         with contextlib.suppress(concurrent.futures.InvalidStateError):
             future.set_exception(exc)
+
+
+def _pickled_size(obj: Any) -> int:
+    data = getattr(obj, "data", None)  # anyexec's PickledCallable is pickled already
+    if isinstance(data, bytes):
+        return len(data)
+    try:
+        import cloudpickle
+
+        return len(cloudpickle.dumps(obj))
+    except Exception:
+        return _SCATTER_ABOVE  # let scatter report what is wrong with it
 
 
 def _check_int(name: str, value: Any, *, minimum: int | None, optional: bool = False) -> None:
@@ -462,8 +512,6 @@ def _connect(address: str | None, scheduler_file: str | None, timeout: float) ->
 def _start_local_cluster(*, n_workers: int, threads_per_worker: int, processes: bool,
                          memory_limit: float | str | None, resources: dict[str, float] | None,
                          start_method: StartMethod | None) -> LocalCluster:
-    import multiprocessing
-
     import dask
     from distributed import LocalCluster
 
@@ -483,16 +531,30 @@ def _start_local_cluster(*, n_workers: int, threads_per_worker: int, processes: 
         # workers of every later cluster in this process in ~0.2 s instead of ~2 s.
         method = "forkserver"
     with dask.config.set({"distributed.worker.multiprocessing-method": method}):
-        return LocalCluster(
-            n_workers=n_workers, threads_per_worker=threads_per_worker, processes=processes,
-            dashboard_address=None,
-            scheduler_kwargs={
-                # A task that kills its worker fails at once (KilledWorker) instead of being
-                # rerun on the next worker; anyexec's own retries= decides whether to rerun it.
-                "allowed_failures": 0,
-                # No dashboard; the scheduler's health endpoint takes any free local port
-                # instead of 8787 (and a warning when a second cluster finds it taken).
-                "dashboard": False, "dashboard_address": "127.0.0.1:0",
-            },
-            **extra,
-        )
+        try:
+            return _new_local_cluster(LocalCluster, n_workers, threads_per_worker, processes,
+                                      extra)
+        except RuntimeError as exc:
+            main = sys.modules.get("__main__")
+            if not processes or getattr(main, "__file__", None) is None:
+                raise
+            raise RuntimeError(f"could not start a Dask LocalCluster ({exc}). If this runs in "
+                               f"a script: {_MAIN_GUARD}") from exc
+
+
+def _new_local_cluster(cls: Any, n_workers: int, threads_per_worker: int, processes: bool,
+                       extra: dict[str, Any]) -> LocalCluster:
+    cluster: LocalCluster = cls(
+        n_workers=n_workers, threads_per_worker=threads_per_worker, processes=processes,
+        dashboard_address=None,
+        scheduler_kwargs={
+            # A task that kills its worker fails at once (KilledWorker) instead of being rerun
+            # on the next worker; anyexec's own retries= decides whether to run it again.
+            "allowed_failures": 0,
+            # No dashboard; the scheduler's health endpoint takes any free local port instead
+            # of 8787 (and a warning when a second cluster finds 8787 taken).
+            "dashboard": False, "dashboard_address": "127.0.0.1:0",
+        },
+        **extra,
+    )
+    return cluster
