@@ -25,8 +25,8 @@ import os
 import pickle
 import shutil
 import signal
-import threading
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator

@@ -1,0 +1,77 @@
+"""The joblib backend: the conformance kit on loky and threading, plus pool reuse and options."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import anyexec
+from anyexec.testing import BackendConformance, tasks
+
+pytest.importorskip("joblib")
+
+
+class TestJoblibLoky(BackendConformance):
+    backend = "joblib"
+    options = {"max_workers": 2}
+
+
+class TestJoblibThreading(BackendConformance):
+    backend = "joblib"
+    options = {"max_workers": 4, "backend": "threading"}
+
+
+class TestJoblibLokySingleWorker(BackendConformance):
+    """joblib runs n_jobs=1 inline; the backend keeps one call at a time in a worker process."""
+
+    backend = "joblib"
+    options = {"max_workers": 1}
+
+
+def test_loky_pool_is_reused_across_maps() -> None:
+    with anyexec.get_executor("joblib", max_workers=2) as ex:
+        first = set(ex.map(tasks.pid, range(8), chunksize=1))
+        second = set(ex.map(tasks.pid, range(8), chunksize=1))
+        third = {ex.submit(tasks.pid).result(timeout=60) for _ in range(4)}
+    assert os.getpid() not in first
+    assert second <= first
+    assert third <= first
+
+
+def test_threading_backend_runs_in_the_callers_process() -> None:
+    with anyexec.get_executor("joblib?backend=threading&max_workers=3") as ex:
+        assert ex.max_workers == 3
+        assert set(ex.map(tasks.pid, range(6), chunksize=1)) == {os.getpid()}
+        assert "isolated" not in ex.capabilities
+
+
+def test_options_parse_from_a_spec_string() -> None:
+    with anyexec.get_executor("joblib?backend=threading&max_workers=2") as ex:
+        assert ex.backend == "joblib"
+        assert ex.max_workers == 2
+        assert list(ex.map(tasks.square, range(4))) == [0, 1, 4, 9]
+
+
+def test_an_unknown_joblib_backend_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="dask"):
+        anyexec.get_executor("joblib?backend=dask")
+
+
+def test_multiprocessing_backend_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError, match=r"main thread.*loky"):
+        anyexec.get_executor("joblib", backend="multiprocessing")
+
+
+def test_cancelled_submission_never_runs(tmp_path: os.PathLike[str]) -> None:
+    from functools import partial
+
+    with anyexec.get_executor("joblib", max_workers=1) as ex:
+        blocker = ex.submit(tasks.sleep_then_return, 0, 1.0)
+        queued = [ex.submit(partial(tasks.record_and_sleep, folder=str(tmp_path), seconds=0), i)
+                  for i in range(5)]
+        cancelled = [f.cancel() for f in queued]
+        assert blocker.result(timeout=60) == 0
+    assert any(cancelled)
+    ran = {int(p.stem) for p in tmp_path.glob("*.started")}  # type: ignore[attr-defined]
+    assert not ran & {i for i, c in enumerate(cancelled) if c}
