@@ -108,8 +108,9 @@ class DaskBackend:
     install_hint = "pip install 'anyexec[dask]'"
     pickles = True
     # Measured: 1-3 ms of Dask per task, plus the round trip before the next task starts
-    # (tasks wait here, not on the worker); the core then aims for chunks of ~0.3 s.
-    task_overhead = 3e-3
+    # (tasks wait here, not on the worker): 5-10 ms in all on a busy machine. The core then
+    # aims for chunks of ~0.5 s.
+    task_overhead = 5e-3
 
     def __init__(self, *, max_workers: int | None = None, address: str | None = None,
                  scheduler_file: str | None = None, client: Any = None,
@@ -290,10 +291,9 @@ class DaskBackend:
     def _start_collector(self) -> None:
         from distributed import as_completed
 
-        # as_completed fetches each result on the client's event loop, concurrently; a
-        # blocking result() per task in a callback thread would serialise the round trips.
-        self._completed = as_completed(loop=self._client.loop, with_results=True,
-                                       raise_errors=False)
+        # Without results: a finished task frees its slot as soon as the scheduler says so,
+        # and the next task is on its way while we fetch the results (in one gather).
+        self._completed = as_completed(loop=self._client.loop)
         self._wake = threading.Condition(self._lock)
         self._collector = threading.Thread(target=self._collect, name="anyexec-dask-results",
                                            daemon=True)
@@ -317,16 +317,30 @@ class DaskBackend:
                 continue
             jobs = []
             with self._lock:
-                for remote, outcome in batch:
+                for remote in batch:
                     job = self._sent.pop(remote.key, None)
                     if job is not None:
-                        jobs.append((job, remote, outcome))
+                        jobs.append(job)
             with contextlib.suppress(Exception):
                 self._dispatch()
-            for job, remote, outcome in jobs:
+            values = self._gather([job.remote for job in jobs])
+            for job in jobs:
                 lost_input = any(isinstance(a, _Shared) and a.ref.status != "finished"
                                  for a in (*job.args, *job.kwargs.values()))
-                _settle(job.future, remote, outcome, lost_input)
+                _settle(job.future, job.remote, values, lost_input)
+
+    def _gather(self, remotes: list[Any]) -> dict[Any, Any]:
+        """The results of the finished ones, fetched together; {} if that fails."""
+        finished = [r for r in remotes if r.status == "finished"]
+        if not finished:
+            return {}
+        try:
+            # One round trip for the batch; on failure (say a result lost with its worker
+            # since) each is fetched alone in _settle and fails, or waits for Dask to redo it.
+            return dict(zip([r.key for r in finished], self._client.gather(finished),
+                            strict=True))
+        except Exception:
+            return {}
 
     def terminate(self) -> None:
         """Drop queued tasks, cancel sent ones, and kill our local cluster's worker processes.
@@ -409,15 +423,14 @@ class DaskBackend:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _settle(future: Future[Any], remote: Any, outcome: Any, lost_input: bool) -> None:
-    """Copy a finished ``distributed.Future``'s outcome (from ``as_completed``) into ours."""
+def _settle(future: Future[Any], remote: Any, values: dict[Any, Any], lost_input: bool) -> None:
+    """Copy a finished ``distributed.Future``'s outcome into ours (``values``: gathered)."""
     try:
         status = remote.status
         if status == "finished":
-            future.set_result(outcome)
+            future.set_result(values[remote.key] if remote.key in values else remote.result())
         elif status == "error":
-            _typ, exc, tb = outcome  # as_completed(raise_errors=False) gives exc_info
-            exc = exc.with_traceback(tb)
+            exc = remote.exception()
             if isinstance(exc, ImportError):
                 # The runner catches the function's own exceptions, so an ImportError here
                 # comes from loading the function: its module is missing on that worker.
