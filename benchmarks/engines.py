@@ -1,0 +1,260 @@
+"""Each engine used directly, the way its documentation says to: the "B" side of every A/B.
+
+An ``Engine`` is created inside a benchmark child process for one (workload, backend) pair. It
+starts what the engine needs once (a pool, a Ray runtime, a Dask cluster), offers one or more
+idiomatic variants, and stops everything it started in ``close``. Engines are imported here
+only inside the functions that need them, so a missing engine costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks.workloads import Sizes, counting, inc, nap, spin
+
+__all__ = ["ENGINES", "Engine", "Variant", "fn_for", "size_for"]
+
+
+@dataclass
+class Variant:
+    """One way to run the workload; ``run(n)`` returns the sum of the ``n`` results."""
+
+    label: str
+    run: Callable[[int], int]
+    #: How many items this variant runs; fewer than the workload for slow idioms, whose time is
+    #: then scaled per item to the workload's size (and the table says so).
+    n: int
+    #: A yardstick shown in the table (the serial loop), not a rival for "the engine's best".
+    reference: bool = False
+
+
+def fn_for(workload: str) -> Callable[[int], int]:
+    return {"tiny": inc, "cpu": spin, "sleep": nap, "stream": inc}[workload]
+
+
+def size_for(workload: str, sizes: Sizes) -> int:
+    return {"tiny": sizes.tiny, "cpu": sizes.cpu, "sleep": sizes.sleep,
+            "stream": sizes.stream}[workload]
+
+
+def workers_for(workload: str, sizes: Sizes) -> int:
+    return sizes.sleep_workers if workload == "sleep" else (os.cpu_count() or 1)
+
+
+def source(workload: str, n: int) -> Iterable[int]:
+    """The input: a range (length known), or for ``stream`` a generator (length unknown)."""
+    return counting(n, [0]) if workload == "stream" else range(n)
+
+
+class Engine:
+    """The engine used directly for one workload; subclasses add variants."""
+
+    def __init__(self, workload: str, sizes: Sizes) -> None:
+        self.workload = workload
+        self.sizes = sizes
+        self.fn = fn_for(workload)
+        self.n = size_for(workload, sizes)
+        self.workers = workers_for(workload, sizes)
+        self._closers: list[Callable[[], None]] = []
+
+    def variants(self) -> list[Variant]:
+        return []
+
+    def on_close(self, closer: Callable[[], None]) -> None:
+        self._closers.append(closer)
+
+    def close(self) -> None:
+        for closer in reversed(self._closers):
+            closer()
+
+
+class SerialEngine(Engine):
+    def variants(self) -> list[Variant]:
+        fn, wl = self.fn, self.workload
+        return [Variant("for loop", lambda n: sum(fn(x) for x in source(wl, n)), self.n)]
+
+
+class ThreadsEngine(Engine):
+    def variants(self) -> list[Variant]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self.workload == "stream":
+            return []  # Executor.map pulls the whole input first: nothing to compare with
+        pool = ThreadPoolExecutor(self.workers)
+        self.on_close(pool.shutdown)
+        fn, wl = self.fn, self.workload
+        return [Variant("ThreadPoolExecutor.map", lambda n: sum(pool.map(fn, source(wl, n))),
+                        self.n)]
+
+
+class ProcessesEngine(Engine):
+    def variants(self) -> list[Variant]:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = multiprocessing.Pool(self.workers)
+
+        def stop() -> None:
+            pool.terminate()
+            pool.join()
+
+        self.on_close(stop)
+        fn, wl = self.fn, self.workload
+        if wl == "stream":
+            return [Variant("Pool.imap chunksize=1000",
+                            lambda n: sum(pool.imap(fn, source(wl, n), chunksize=1000)), self.n)]
+        ppe = ProcessPoolExecutor(self.workers)
+        self.on_close(ppe.shutdown)
+        if wl == "tiny":
+            return [
+                Variant("Pool.map", lambda n: sum(pool.map(fn, source(wl, n))), self.n),
+                Variant("PPE.map chunksize=1000",
+                        lambda n: sum(ppe.map(fn, source(wl, n), chunksize=1000)), self.n),
+            ]
+        out = [
+            Variant("Pool.map", lambda n: sum(pool.map(fn, source(wl, n))), self.n),
+            Variant("PPE.map chunksize=1", lambda n: sum(ppe.map(fn, source(wl, n))), self.n),
+        ]
+        if wl == "cpu":
+            # Measured in the same alternation, for the speed-up over serial.
+            out.append(Variant("serial loop", lambda n: sum(fn(x) for x in range(n)), self.n,
+                               reference=True))
+        return out
+
+
+class JoblibEngine(Engine):
+    def variants(self) -> list[Variant]:
+        from joblib import Parallel, delayed
+
+        fn, wl = self.fn, self.workload
+        # Entering the context keeps the loky workers between calls, as a user's loop would.
+        parallel = Parallel(n_jobs=self.workers,
+                            return_as="generator" if wl == "stream" else "list")
+        parallel.__enter__()
+        self.on_close(lambda: parallel.__exit__(None, None, None))
+        call = delayed(fn)
+        return [Variant("Parallel(delayed)", lambda n: sum(parallel(call(x) for x in
+                                                                    source(wl, n))), self.n)]
+
+
+class PathosEngine(Engine):
+    def variants(self) -> list[Variant]:
+        from pathos.pools import ProcessPool
+
+        pool = ProcessPool(nodes=self.workers)
+
+        def stop() -> None:
+            pool.close()
+            pool.join()
+            pool.clear()
+
+        self.on_close(stop)
+        fn, wl = self.fn, self.workload
+        if wl == "stream":
+            return [Variant("ProcessPool.imap", lambda n: sum(pool.imap(fn, source(wl, n))),
+                            self.n)]
+        return [Variant("ProcessPool.map", lambda n: sum(pool.map(fn, source(wl, n))), self.n)]
+
+
+class RayEngine(Engine):
+    """Ray with the machine's CPUs as slots (its default); anyexec's executor shares it."""
+
+    def __init__(self, workload: str, sizes: Sizes) -> None:
+        super().__init__(workload, sizes)
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                     log_to_driver=False, logging_level=logging.ERROR)
+            self.on_close(ray.shutdown)
+
+    def variants(self) -> list[Variant]:
+        import ray
+        from ray.util.multiprocessing import Pool
+
+        fn, wl = self.fn, self.workload
+        remote = ray.remote(fn)
+        # Ray's Pool refuses more processes than the cluster's CPUs, so it is not a contender
+        # for the 10-way sleep workload (fractional CPUs are, below).
+        pool = Pool(processes=min(self.workers, os.cpu_count() or 1))
+        self.on_close(pool.terminate)
+
+        def tasks(n: int, options: dict[str, Any] | None = None) -> int:
+            r = remote.options(**options) if options else remote
+            return sum(ray.get([r.remote(x) for x in source(wl, n)]))
+
+        per_item_n = min(self.n, self.sizes.tiny_per_item) if wl in ("tiny", "stream") else self.n
+        if wl == "stream":
+            return [Variant("ray Pool.imap chunksize=1000",
+                            lambda n: sum(pool.imap(fn, source(wl, n), chunksize=1000)), self.n)]
+        out = [Variant("one task per item", tasks, per_item_n)]
+        if wl != "sleep":
+            out.append(Variant("ray Pool.map", lambda n: sum(pool.map(fn, source(wl, n))),
+                               self.n))
+        if wl == "sleep":
+            # The idiomatic way to run more tasks than CPUs at once: fractional CPU requests.
+            share = (os.cpu_count() or 1) / self.workers
+            out.append(Variant(f"tasks num_cpus={share:g}",
+                               lambda n: tasks(n, {"num_cpus": share}), self.n))
+        return out
+
+
+class DaskEngine(Engine):
+    """A ``LocalCluster`` of one single-threaded worker process per CPU (threads for sleep)."""
+
+    def variants(self) -> list[Variant]:
+        # Typed as Any: Dask's own annotations are partial and not what is measured here.
+        import dask.bag
+        import distributed
+
+        db: Any = dask.bag
+        dist: Any = distributed
+
+        fn, wl = self.fn, self.workload
+        cpus = os.cpu_count() or 1
+        threads = max(1, self.workers // cpus) if wl == "sleep" else 1
+        cluster = dist.LocalCluster(n_workers=cpus, threads_per_worker=threads, processes=True,
+                                    dashboard_address=None)
+        client = dist.Client(cluster, set_as_default=False)
+        self.on_close(cluster.close)
+        self.on_close(client.close)
+
+        def per_item(n: int) -> int:
+            futures = client.map(fn, list(source(wl, n)), pure=False)
+            return sum(client.gather(futures))
+
+        def bag(n: int) -> int:
+            return int(db.from_sequence(source(wl, n)).map(fn).sum().compute(scheduler=client.get))
+
+        if wl == "stream":
+            return []  # no lazy, bounded map over a generator in Dask's APIs
+        per_item_n = min(self.n, self.sizes.tiny_per_item) if wl == "tiny" else self.n
+        label = f"client.map ({cpus}x{threads} threads)"
+        return [Variant(label, per_item, per_item_n), Variant("dask.bag", bag, self.n)]
+
+
+ENGINES: dict[str, type[Engine]] = {
+    "serial": SerialEngine,
+    "threads": ThreadsEngine,
+    "processes": ProcessesEngine,
+    "joblib": JoblibEngine,
+    "pathos": PathosEngine,
+    "ray": RayEngine,
+    "dask": DaskEngine,
+}
+
+# Expected sums, to check that every variant computed the right thing.
+_SUM_OF_RANGE = {"tiny": 1, "stream": 1, "sleep": 0}
+
+
+def expected(workload: str, n: int) -> int | None:
+    """The sum every variant must return for ``n`` items (None: not checked)."""
+    if workload == "cpu":
+        return None
+    offset = _SUM_OF_RANGE[workload]
+    return n * (n - 1) // 2 + offset * n
+
