@@ -365,6 +365,26 @@ def test_an_existing_client_is_used_and_left_open(cluster: str) -> None:
 
 
 @pytest.mark.cluster
+def test_module_uploaded_with_the_client_runs_on_a_running_cluster(
+    cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"anyexec_dask_uploaded_{uuid.uuid4().hex}"
+    source = tmp_path / f"{name}.py"
+    source.write_text("def probe(x):\n    return -x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module(name)
+    try:
+        with Client(cluster, timeout=30, set_as_default=False) as client:
+            client.upload_file(str(source))
+            source.unlink()  # from now on only the uploaded copies exist
+            shutil.rmtree(tmp_path / "__pycache__", ignore_errors=True)
+            with anyexec.get_executor("dask", client=client) as ex:
+                assert list(ex.map(module.probe, range(4))) == [0, -1, -2, -3]
+    finally:
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.cluster
 def test_task_killing_its_worker_on_a_running_cluster_fails_and_the_cluster_recovers(
     cluster: str,
 ) -> None:

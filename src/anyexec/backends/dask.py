@@ -325,6 +325,13 @@ class DaskBackend:
                 self._dispatch()
             values = self._gather([job.remote for job in jobs])
             for job in jobs:
+                if job.remote.status in ("lost", "pending"):
+                    # Its result died with its worker before we fetched it; Dask computes it
+                    # again (the slot was refilled meanwhile: a brief max_workers + 1).
+                    with self._lock:
+                        self._sent[job.remote.key] = job
+                        self._completed.add(job.remote)
+                    continue
                 lost_input = any(isinstance(a, _Shared) and a.ref.status != "finished"
                                  for a in (*job.args, *job.kwargs.values()))
                 _settle(job.future, job.remote, values, lost_input)
