@@ -1,0 +1,60 @@
+"""The automatic chunk sizer batches tiny tasks, leaves slow ones alone and balances the end."""
+
+from __future__ import annotations
+
+from anyexec._chunking import Chunker
+
+
+def _drive(chunker: Chunker, per_item: float, total: int) -> list[int]:
+    """Sizes chosen for a whole map whose calls each take ``per_item`` seconds."""
+    sizes, pulled = [], 0
+    while pulled < total:
+        size = min(chunker.next_size(pulled), total - pulled)
+        sizes.append(size)
+        pulled += size
+        chunker.observe(size, size * per_item)
+    return sizes
+
+
+def test_tiny_tasks_grow_into_large_chunks_but_not_past_the_cap() -> None:
+    chunker = Chunker(fixed=None, target_seconds=0.02, workers=2, total=None)
+    sizes = _drive(chunker, 1e-7, 200_000)
+    assert sizes[0] == 1
+    assert max(sizes) == 4_096
+    # Geometric growth: a handful of small chunks before the cap, not one huge jump.
+    assert sizes[1:4] == [8, 64, 512]
+
+
+def test_costlier_engines_get_a_larger_cap() -> None:
+    cheap = Chunker(fixed=None, target_seconds=0.02, workers=2, total=None)
+    costly = Chunker(fixed=None, target_seconds=0.5, workers=2, total=None)
+    assert max(_drive(costly, 1e-7, 1_000_000)) > max(_drive(cheap, 1e-7, 1_000_000))
+    assert max(_drive(costly, 1e-7, 1_000_000)) <= 65_536
+
+
+def test_slow_tasks_stay_one_per_chunk() -> None:
+    chunker = Chunker(fixed=None, target_seconds=0.02, workers=10, total=100)
+    assert set(_drive(chunker, 0.05, 100)) == {1}
+
+
+def test_known_length_chunks_shrink_towards_the_end_so_workers_finish_together() -> None:
+    # A costly engine (target 0.5 s) would batch 10 naps of 50 ms; with 10 workers and 100
+    # items that would leave most workers idle in the last round.
+    chunker = Chunker(fixed=None, target_seconds=0.5, workers=10, total=100)
+    sizes = _drive(chunker, 0.05, 100)
+    assert max(sizes) <= 2
+    assert sizes[-1] == 1
+
+
+def test_a_fixed_chunksize_is_used_as_given() -> None:
+    chunker = Chunker(fixed=7, target_seconds=0.02, workers=2, total=100)
+    chunker.observe(7, 1e-6)
+    assert chunker.next_size(0) == 7
+
+
+def test_a_change_in_task_duration_is_followed() -> None:
+    chunker = Chunker(fixed=None, target_seconds=0.02, workers=2, total=None)
+    _drive(chunker, 1e-7, 50_000)
+    for _ in range(4):
+        chunker.observe(chunker.next_size(0), chunker.next_size(0) * 0.05)
+    assert chunker.next_size(0) == 1
