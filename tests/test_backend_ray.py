@@ -51,15 +51,6 @@ def node_after_meeting(x: int, folder: str, expected: int) -> str:
     return str(ray.get_runtime_context().get_node_id())
 
 
-def write_pid_then_sleep(folder: str, seconds: float) -> str:
-    import os
-
-    Path(folder, "pid").write_text(str(os.getpid()))
-    time.sleep(seconds)
-    Path(folder, "finished").touch()
-    return "finished"
-
-
 def wait_for_file(path: str) -> str:
     deadline = time.monotonic() + MEETING_LIMIT
     while not Path(path).exists() and time.monotonic() < deadline:
@@ -210,16 +201,34 @@ class TestRay(BackendConformance):
             future = backend.submit(tasks.sleep_then_return, ref, 0)
             assert future.result(timeout=60) == {"weights": [1, 2, 3]}
 
-    def test_cancelling_a_running_task_stops_its_worker(self, tmp_path: Path):
+    def test_a_call_handed_to_ray_reports_running_and_cannot_be_cancelled(
+        self, tmp_path: Path
+    ):
+        release = tmp_path / "release"
         with anyexec.get_executor("ray", max_workers=1) as ex:
-            future = ex.submit(write_pid_then_sleep, str(tmp_path), 120)
-            pid_file = tmp_path / "pid"
-            wait_until(pid_file.exists, "the task to start")
-            assert future.cancel()
-            pid = int(pid_file.read_text())
-            wait_until(lambda: process_gone(pid), "the cancelled task's worker to exit")
-            assert not (tmp_path / "finished").exists()
-            assert ex.submit(tasks.square, 3).result(timeout=60) == 9
+            future = ex.submit(wait_for_file, str(release))
+            assert future.running()
+            assert not future.cancel()
+            release.touch()
+            assert future.result(timeout=120) == "released"
+
+    def test_terminate_drops_queued_calls_and_stops_waiting_for_running_ones(
+        self, tmp_path: Path
+    ):
+        release = tmp_path / "release"
+        ex = anyexec.get_executor("ray", max_workers=1)
+        try:
+            running = ex.submit(wait_for_file, str(release))
+            queued = ex.submit(tasks.record_and_sleep, 1, folder=str(tmp_path), seconds=0)
+            ex._backend.terminate()  # type: ignore[attr-defined]
+            assert queued.cancelled()
+            with pytest.raises(anyexec.WorkerCrashedError, match="terminated"):
+                running.result(timeout=60)
+        finally:
+            release.touch()  # let the abandoned task end
+            ex.shutdown()
+        assert ray.is_initialized(), "terminate() stopped a Ray the executor did not start"
+        assert not (tmp_path / "1.started").exists()
 
     def test_cancelling_a_queued_call_means_it_never_starts(self, tmp_path: Path):
         release = tmp_path / "release"
@@ -259,11 +268,12 @@ def cluster() -> Iterator[Any]:
     from ray.cluster_utils import Cluster
 
     assert not ray.is_initialized(), "another test left Ray running"
-    loopback = {"node_ip_address": "127.0.0.1", "num_cpus": 1}
-    cluster = Cluster(initialize_head=True, head_node_args={**loopback,
-                                                            "include_dashboard": False})
+    # Ray on Linux replaces 127.0.0.1 by the machine's own address (and then cannot find its
+    # GCS), so the nodes use that address: the traffic still stays on this machine.
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
-        cluster.add_node(**loopback)
+        cluster.add_node(num_cpus=1)
         yield cluster
     finally:
         # Stops exactly the processes the harness started (by their handles).

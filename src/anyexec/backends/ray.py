@@ -7,6 +7,11 @@ down. With an ``address`` it joins that cluster as a driver and never stops the 
 ``max_workers`` is enforced here, not left to Ray's scheduler: at most that many Ray tasks are
 in flight, the rest wait in a local queue where cancelling them costs nothing. Ray's own task
 retries are off, so a dead worker fails its future at once and ``map(retries=...)`` decides.
+
+``ray.cancel`` is never called: in Ray 2.60 a cancel that races with the task's completion
+aborts the whole driver process ("Check failed: it != submissible_tasks_.end()", see
+ray-project/ray#54846). So only calls still in the local queue can be cancelled; a call handed
+to Ray reports ``running()`` and runs to its end (its result is dropped if nobody wants it).
 """
 
 from __future__ import annotations
@@ -16,8 +21,6 @@ import contextlib
 import logging
 import math
 import os
-import signal
-import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
@@ -29,61 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["RayBackend"]
 
 log = logging.getLogger("anyexec")
-
-
-class _CancelWatch:
-    """Worker side: make ``ray.cancel`` stop a running task at once, whatever it is doing.
-
-    ``ray.cancel(force=False)`` sends SIGINT to the worker only while the task runs, but a
-    signal received by one of Ray's own threads interrupts the task's main thread only at its
-    next Python instruction, not inside ``time.sleep``, I/O or C code; and the runner keeps
-    going with the next item of the chunk. So while a task runs, SIGINT ends the worker
-    process: from the handler, or, for a blocked main thread, from a watcher thread woken by
-    the signal module's wakeup descriptor. (``force=True`` is not used because Ray may then
-    kill a worker that has moved on to another task.)
-    """
-
-    lock = threading.Lock()
-    sender: socket.socket | None = None
-    active = threading.Event()
-
-    @classmethod
-    def start(cls) -> socket.socket:
-        with cls.lock:
-            if cls.sender is None:
-                receiver, sender = socket.socketpair()
-                sender.setblocking(False)
-                threading.Thread(target=cls._watch, args=(receiver,), daemon=True,
-                                 name="anyexec-ray-cancel-watch").start()
-                cls.sender = sender
-            return cls.sender
-
-    @classmethod
-    def _watch(cls, receiver: socket.socket) -> None:
-        while True:
-            data = receiver.recv(64)
-            if signal.SIGINT in data and cls.active.is_set():
-                os._exit(1)
-
-    @staticmethod
-    def on_sigint(signum: int, frame: Any) -> None:
-        os._exit(1)
-
-
-def _run_task(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """The Ray task: ``fn(*args, **kwargs)`` on the worker's main thread, cancellable."""
-    if threading.current_thread() is not threading.main_thread():
-        return fn(*args, **kwargs)  # signals cannot be handled here; Ray runs tasks on main
-    sender = _CancelWatch.start()
-    previous_fd = signal.set_wakeup_fd(sender.fileno(), warn_on_full_buffer=False)
-    previous = signal.signal(signal.SIGINT, _CancelWatch.on_sigint)
-    _CancelWatch.active.set()
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        _CancelWatch.active.clear()
-        signal.signal(signal.SIGINT, previous)
-        signal.set_wakeup_fd(previous_fd)
 
 
 class _Session:
@@ -123,11 +71,10 @@ class _Job:
 
 
 class _RayFuture(Future[Any]):
-    """A future that stays pending until the Ray task ends, so it can always be cancelled.
+    """A future that is cancellable while its call waits in the local queue.
 
-    Cancelling a call still in the local queue just drops it; cancelling one already handed to
-    Ray calls ``ray.cancel``: a task Ray has not started never starts, and a running one ends
-    its worker process (Ray starts a replacement).
+    It turns ``running`` when the call is handed to Ray, after which ``cancel()`` returns
+    False, as for a started task on the stdlib's pools.
     """
 
     def __init__(self, backend: RayBackend) -> None:
@@ -186,8 +133,8 @@ class RayBackend:
     pickles = True
     # Measured: ~1 ms of scheduling per Ray task on a local Ray.
     task_overhead = 1e-3
-    capabilities = frozenset({"cancel_running", "recovers_from_worker_death", "isolated",
-                              "interrupts_tasks"})
+    # Tasks run on the main thread of a Ray worker process, so task_timeout's alarm works.
+    capabilities = frozenset({"recovers_from_worker_death", "isolated", "interrupts_tasks"})
 
     def __init__(self, *, max_workers: int | None = None, address: str | None = None,
                  num_cpus: float | None = None, num_gpus: float | None = None,
@@ -233,7 +180,7 @@ class RayBackend:
         if runtime_env and not started:
             # Ray was initialised without our runtime_env: give it to every task instead.
             self._task_options["runtime_env"] = runtime_env
-        self._remote_fn: Any = None
+        self._remotes: dict[Callable[..., Any], Any] = {}
         self._cond = threading.Condition(threading.RLock())
         self._queue: collections.deque[_Job] = collections.deque()
         self._in_flight = 0
@@ -333,43 +280,48 @@ class RayBackend:
 
         return ray.put(obj)
 
-    def _remote(self) -> Any:
-        if self._remote_fn is None:
+    def _remote(self, fn: Callable[..., Any]) -> Any:
+        remote = self._remotes.get(fn)
+        if remote is None:
             import ray
 
-            self._remote_fn = ray.remote(**self._task_options)(_run_task)
-        return self._remote_fn
+            remote = ray.remote(**self._task_options)(fn)
+            self._remotes[fn] = remote
+        return remote
 
     def _launch(self, job: _Job) -> None:
         """Hand a job to Ray; its slot (``_in_flight``) is already reserved."""
         future = job.future
-        if future.cancelled():
-            self._done(job)
+        if not future.set_running_or_notify_cancel():
+            self._done(job)  # cancelled while it waited
             return
         try:
-            ref = self._remote().remote(job.fn, *job.args, **job.kwargs)
+            ref = self._remote(job.fn).remote(*job.args, **job.kwargs)
         except BaseException as exc:
             self._done(job)
             future.settle(exc=exc)
             return
         job.ref = ref
         ref.future().add_done_callback(lambda ray_future: self._finished(job, ray_future))
-        if future.cancelled():  # cancelled while we were handing it over
-            self._cancel_ref(ref)
 
     def _finished(self, job: _Job, ray_future: Future[Any]) -> None:
-        self._done(job)
+        if not self._done(job):
+            return  # abandoned by terminate()
         exc = ray_future.exception()
         if exc is not None:
             job.future.settle(exc=exc)
         else:
             job.future.settle(value=ray_future.result())
 
-    def _done(self, job: _Job) -> None:
+    def _done(self, job: _Job) -> bool:
+        """Free the job's slot; False if terminate() already did."""
         with self._cond:
+            if job not in self._jobs:
+                return False
             self._in_flight -= 1
             self._jobs.discard(job)
             self._cond.notify_all()
+            return True
 
     def _dispatch(self) -> None:
         """Move queued jobs to Ray as slots free up (never from Ray's callback thread)."""
@@ -389,32 +341,33 @@ class RayBackend:
             self._launch(job)
 
     def _withdraw(self, job: _Job) -> None:
-        """A job's future was cancelled: drop it from the queue, or cancel its Ray task."""
-        with self._cond:
-            if job.ref is None:
-                with contextlib.suppress(ValueError):
-                    self._queue.remove(job)
-                    self._jobs.discard(job)
-                    self._cond.notify_all()
-                return
-        self._cancel_ref(job.ref)
-
-    def _cancel_ref(self, ref: ObjectRef[Any]) -> None:
-        import ray
-
-        # A task Ray has not started never starts; a running one gets SIGINT (see
-        # _CancelWatch). After Ray itself has shut down there is nothing left to cancel.
-        with contextlib.suppress(Exception):
-            ray.cancel(ref, force=False, recursive=True)
+        """A queued job's future was cancelled: drop it from the queue."""
+        with self._cond, contextlib.suppress(ValueError):
+            self._queue.remove(job)
+            self._jobs.discard(job)
+            self._cond.notify_all()
 
     # -- stopping ------------------------------------------------------------------------
 
     def terminate(self) -> None:
-        """Cancel every call: queued ones are dropped, running ones have their worker killed."""
+        """Drop every queued call and stop waiting for the ones Ray runs (used on Ctrl-C).
+
+        A local Ray that only this executor uses is shut down at once, which stops its workers;
+        tasks already on a shared Ray or a cluster run to their end, unobserved.
+        """
         with self._cond:
-            jobs = list(self._jobs)
-        for job in jobs:
+            queued = list(self._queue)
+            running = [job for job in self._jobs if job.ref is not None]
+            for job in running:
+                self._jobs.discard(job)
+                self._in_flight -= 1
+            self._cond.notify_all()
+        for job in queued:
             job.future.cancel()
+        for job in running:
+            job.future.settle(exc=RuntimeError("abandoned: the executor was terminated"))
+        if self._owns_session and self._address is None:
+            self._release_session()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._cond:
