@@ -192,6 +192,15 @@ def test_shared_object_arrives_in_the_task_as_the_value(local: anyexec.Executor)
     assert backend.submit(echo, future).result(timeout=60) == obj
 
 
+def test_keyword_arguments_named_like_dask_options_reach_the_function(
+    local: anyexec.Executor,
+) -> None:
+    backend: Any = local._backend
+    future = backend.submit(dict, priority=1, key="mine", pure=True, workers=None)
+    assert future.result(timeout=60) == {"priority": 1, "key": "mine", "pure": True,
+                                         "workers": None}
+
+
 def test_module_on_a_sys_path_entry_added_at_run_time_imports_on_workers(
     local: anyexec.Executor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

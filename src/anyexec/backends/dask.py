@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -274,12 +275,14 @@ class DaskBackend:
                 job = self._queue.popleft()
                 if not job.future.set_running_or_notify_cancel():
                     continue  # cancelled while queued: it never reaches Dask
+                # Keyword arguments ride in a partial: as keywords of client.submit, names such
+                # as "priority" or "key" would be taken for Dask's own.
+                fn = partial(job.fn, **job.kwargs) if job.kwargs else job.fn
                 try:
                     job.remote = self._client.submit(
-                        job.fn, *map(self._resolve, job.args), pure=False,
+                        fn, *map(self._resolve, job.args), pure=False,
                         resources=self._resources, retries=self._retries or None,
                         priority=self._priority,
-                        **{k: self._resolve(v) for k, v in job.kwargs.items()},
                     )
                 except BaseException as exc:
                     job.future.set_exception(exc)
@@ -333,7 +336,7 @@ class DaskBackend:
                         self._completed.add(job.remote)
                     continue
                 lost_input = any(isinstance(a, _Shared) and a.ref.status != "finished"
-                                 for a in (*job.args, *job.kwargs.values()))
+                                 for a in job.args)
                 _settle(job.future, job.remote, values, lost_input)
 
     def _gather(self, remotes: list[Any]) -> dict[Any, Any]:
