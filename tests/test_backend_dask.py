@@ -297,6 +297,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=30)
 
 
+_scheduler_files: dict[str, Path] = {}  # address -> the file the scheduler wrote
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A scheduler and two workers (two threads each) on 127.0.0.1; yields the address."""
@@ -316,6 +319,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _wait_for(lambda: scheduler_file.exists() and scheduler_file.stat().st_size > 0,
                   "the scheduler to write its address")
         address = json.loads(scheduler_file.read_text())["address"]
+        _scheduler_files[address] = scheduler_file
         for _ in range(2):
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "distributed.cli.dask_worker", address, "--host",
@@ -360,6 +364,14 @@ def test_max_workers_bounds_tasks_in_flight_on_a_running_cluster(
                          chunksize=1)
         assert list(results) == list(range(8))
     assert most_at_once(tmp_path) == 2  # four threads, but max_workers=2
+    assert _live_workers(cluster) == 2
+
+
+@pytest.mark.cluster
+def test_scheduler_file_option_connects_to_the_running_cluster(cluster: str) -> None:
+    with anyexec.get_executor("dask", scheduler_file=str(_scheduler_files[cluster])) as ex:
+        assert ex.max_workers == 4
+        assert list(ex.map(tasks.square, range(5))) == [0, 1, 4, 9, 16]
     assert _live_workers(cluster) == 2
 
 
