@@ -58,6 +58,12 @@ def wait_for_file(path: str) -> str:
     return "released"
 
 
+def interrupt_inside(ex: anyexec.Executor) -> None:
+    """Leave the executor's ``with`` block by Ctrl-C."""
+    with ex:
+        raise KeyboardInterrupt
+
+
 def peak_overlap(folder: Path) -> int:
     """The most tasks that were running at the same moment, from their recorded intervals."""
     events = []
@@ -116,6 +122,8 @@ class TestLocalRayStartedByTheExecutor:
         self, tmp_path: Path
     ):
         assert not ray.is_initialized(), "another test left Ray running"
+        meeting, release = tmp_path / "meeting", tmp_path / "release"
+        meeting.mkdir()
         ex = anyexec.get_executor("ray", max_workers=6)
         try:
             assert ray.is_initialized()
@@ -125,15 +133,22 @@ class TestLocalRayStartedByTheExecutor:
             assert pids
             # A second executor while the first is open reuses its Ray.
             second = anyexec.get_executor("ray", max_workers=2)
-            fn = partial(meet, folder=str(tmp_path), expected=6)
+            fn = partial(meet, folder=str(meeting), expected=6)
             assert sorted(ex.map(fn, range(6), chunksize=1)) == list(range(6))
+            assert peak_overlap(meeting) == 6
+            # Ctrl-C in the second executor's block abandons its running call, but the Ray
+            # stays up for the first executor.
+            abandoned = second.submit(wait_for_file, str(release))
+            with pytest.raises(KeyboardInterrupt):
+                interrupt_inside(second)
+            with pytest.raises(anyexec.WorkerCrashedError, match="terminated"):
+                abandoned.result(timeout=60)
+            assert ray.is_initialized()
+            assert ex.submit(tasks.square, 4).result(timeout=60) == 16
         finally:
+            release.touch()
             ex.shutdown()
-        assert peak_overlap(tmp_path) == 6
-        # The second executor still works: Ray stops with the last executor that uses it.
-        assert ray.is_initialized()
-        assert second.submit(tasks.square, 4).result(timeout=60) == 16
-        second.shutdown()
+        # Ray stops with the last executor that uses it.
         assert not ray.is_initialized()
         wait_until(lambda: all(process_gone(pid) for pid in pids), "Ray's processes to exit")
 

@@ -31,9 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = ["RayBackend"]
 
-log = logging.getLogger("anyexec")
-
-
 class _Session:
     """The Ray connection this module opened, shared by the executors that use it.
 
@@ -295,6 +292,11 @@ class RayBackend:
         if not future.set_running_or_notify_cancel():
             self._done(job)  # cancelled while it waited
             return
+        if self._released:
+            # terminate() shut our Ray down; a remote call now would start a new Ray.
+            self._done(job)
+            future.settle(exc=RuntimeError("the executor was terminated"))
+            return
         try:
             ref = self._remote(job.fn).remote(*job.args, **job.kwargs)
         except BaseException as exc:
@@ -352,8 +354,8 @@ class RayBackend:
     def terminate(self) -> None:
         """Drop every queued call and stop waiting for the ones Ray runs (used on Ctrl-C).
 
-        A local Ray that only this executor uses is shut down at once, which stops its workers;
-        tasks already on a shared Ray or a cluster run to their end, unobserved.
+        A local Ray started by anyexec is shut down at once if this is the last executor using
+        it, which stops its workers; tasks already on any other Ray run to their end, unobserved.
         """
         with self._cond:
             queued = list(self._queue)
