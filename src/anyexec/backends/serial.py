@@ -23,7 +23,7 @@ class SerialBackend:
     pickles = False
     runs_in_caller = True
     task_overhead = 2e-6
-    capabilities = frozenset({"cancel_running"})
+    capabilities: frozenset[str] = frozenset()
 
     def __init__(self, *, max_workers: int | None = None) -> None:
         self.max_workers = 1
