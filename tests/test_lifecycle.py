@@ -103,3 +103,27 @@ def test_a_future_of_a_started_call_cannot_be_cancelled() -> None:
         assert not running.cancel()
         gate.set()
         assert running.result(timeout=10) is True
+
+
+def test_a_function_the_workers_cannot_import_is_reported_as_such(tmp_path: Any) -> None:
+    import sys
+
+    module = tmp_path / "only_in_the_caller.py"
+    module.write_text("def double(x):\n    return 2 * x\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import only_in_the_caller  # type: ignore[import-not-found]
+
+        # The caller still has the module, so the function is pickled by reference; fresh
+        # (spawned) workers look for the file and it is gone.
+        module.unlink()
+        with anyexec.get_executor("processes", max_workers=1, start_method="spawn") as ex:
+            results = list(ex.map(only_in_the_caller.double, [1, 2], on_error="return"))
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("only_in_the_caller", None)
+    assert len(results) == 2
+    for failure in results:
+        assert isinstance(failure, anyexec.SerializationError), failure
+        assert "could not load the function" in str(failure)
+        assert "only_in_the_caller" in str(failure)

@@ -240,10 +240,15 @@ def run_chunk(payload: PickledCallable | Callable[..., Any], items: bytes | list
     # task the default is serial, and only a use() entered by the task itself counts.
     use_token = CURRENT_USE.set(None)
     try:
-        fn = _functions.resolve(payload)
+        calls: list[Any] = pickle.loads(items) if isinstance(items, bytes) else items
+        try:
+            fn = _functions.resolve(payload)
+        except Exception as why:
+            # The worker cannot load the function (a module missing there): every item of
+            # the chunk fails with an error that says so, not as if the worker had crashed.
+            return _unloadable(why, calls, mode, crossing)
         if alarm is not None:
             fn = alarm.wrap(fn)
-        calls: list[Any] = pickle.loads(items) if isinstance(items, bytes) else items
         # Timed after unpacking: the chunker wants the cost of the calls alone.
         started = time.perf_counter()
         values: list[Any] = []
@@ -279,6 +284,22 @@ def run_chunk(payload: PickledCallable | Callable[..., Any], items: bytes | list
     if not crossing:
         return outcome
     return _dump_outcome(outcome, calls, mode)
+
+
+def _unloadable(why: Exception, calls: list[Any], mode: int,
+                crossing: bool) -> bytes | ChunkOutcome:
+    from anyexec._errors import SerializationError
+
+    failures = []
+    for position, call in enumerate(calls):
+        error = SerializationError(
+            f"the worker could not load the function ({type(why).__name__}: {why}). A module "
+            "it needs is not importable there: install the package on the workers, or ship the "
+            "code to them (see docs/backends.md)"
+        )
+        failures.append(Failure(position, error, "", _describe(call, mode)))
+    outcome = ChunkOutcome([None] * len(calls), failures)
+    return _dump_outcome(outcome, calls, mode) if crossing else outcome
 
 
 def _dump_outcome(outcome: ChunkOutcome, calls: list[Any], mode: int) -> bytes:
