@@ -27,6 +27,12 @@ psutil = pytest.importorskip("psutil")
 MEETING_LIMIT = 90.0
 
 
+@pytest.fixture(autouse=True)
+def _no_ray_address_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # RAY_ADDRESS makes the backend join that cluster; the tests choose their Ray themselves.
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+
 # -- task functions (pickled by value into the Ray workers) ---------------------------------
 
 
@@ -166,7 +172,8 @@ class TestRay(BackendConformance):
     def shared_ray(cls) -> Iterator[None]:
         """One Ray for the class, started here so that executors find it and reuse it."""
         assert not ray.is_initialized(), "another test left Ray running"
-        ray.init(num_cpus=4, include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(address="local", num_cpus=4, include_dashboard=False,
+                 logging_level=logging.WARNING)
         try:
             yield
         finally:
@@ -310,5 +317,14 @@ class TestCluster:
         assert len(nodes) == 2
         assert not ray.is_initialized(), "the executor did not disconnect its driver"
         assert cluster.remaining_processes_alive(), "shutting the executor down hurt the cluster"
-        with anyexec.get_executor("ray", address=cluster.address) as again:
-            assert again.submit(tasks.square, 6).result(timeout=60) == 36
+
+    def test_ray_address_in_the_environment_joins_that_cluster(
+        self, cluster: Any, monkeypatch: pytest.MonkeyPatch
+    ):
+        monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+        with anyexec.get_executor("ray") as ex:
+            assert ray.get_runtime_context().gcs_address == cluster.address
+            assert ex.max_workers == 2
+            assert ex.submit(tasks.square, 6).result(timeout=60) == 36
+        assert not ray.is_initialized()
+        assert cluster.remaining_processes_alive()

@@ -113,7 +113,8 @@ class RayBackend:
 
     - ``max_workers``: tasks in flight at once. Default: a local Ray we start gets the CPU
       count; on an existing Ray, the cluster's CPUs divided by ``num_cpus`` per task.
-    - ``address``: join this cluster instead of starting one: ``"HOST:PORT"`` (the GCS port of
+    - ``address`` (default: the ``RAY_ADDRESS`` environment variable): join this cluster
+      instead of starting one: ``"HOST:PORT"`` (the GCS port of
       ``ray start --head``, 6379 by default), ``"auto"`` (the cluster ``ray start`` ran on this
       machine) or ``"ray://HOST:10001"`` (Ray Client, needs ``ray[client]``). The spec string
       ``ray://HOST:PORT`` means ``address="HOST:PORT"``; write ``ray://ray://HOST:10001`` for
@@ -159,6 +160,11 @@ class RayBackend:
 
         import ray
 
+        if address is None:
+            # Ray's own convention (set inside `ray job submit` jobs): join that cluster.
+            address = os.environ.get("RAY_ADDRESS", "").strip() or None
+            if address == "local":
+                address = None
         self._address = address.strip() if address else None
         cpus_per_task = 1.0 if num_cpus is None else float(num_cpus)
         self._owns_session, started = self._connect(ray, max_workers, cpus_per_task, resources,
@@ -215,7 +221,9 @@ class RayBackend:
                 workers = max_workers or os.cpu_count() or 1
                 # Sized so that max_workers tasks run at once even beyond the physical cores
                 # (I/O-bound work). No dashboard: nobody asked for a web server.
+                # address="local": a new Ray, never a stray `ray start` cluster found on disk.
                 kwargs.update(
+                    address="local",
                     num_cpus=max(1, math.ceil(workers * cpus_per_task)),
                     include_dashboard=False,
                 )
