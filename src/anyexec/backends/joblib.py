@@ -223,14 +223,23 @@ class _Dispatcher:
             shutil.rmtree(self._marks, ignore_errors=True)
 
     def _after_crash(self, lost: list[tuple[int, _Job]], crash: BaseException) -> None:
-        """Fail the calls whose worker died; run the others again (they were only aborted)."""
+        """Fail the calls that were running when the pool broke; run the others again.
+
+        loky kills every worker when one dies, so liveness cannot tell the culprit from the
+        calls running beside it: all of them fail (as with the stdlib's BrokenProcessPool),
+        the most recently started first, as a crash usually follows its call's start closely.
+        Calls that had not started, or had finished but whose result joblib dropped when it
+        aborted, are run again.
+        """
+        running: list[tuple[int, _Job]] = []
         requeue: list[_Job] = []
         for job_tag, job in lost:
-            pid = self._running_pid(job_tag)
-            if not self._stopping and (pid is None or _alive(pid)) and not self._local:
-                requeue.append(job)
+            if self._running_pid(job_tag) is not None or self._stopping:
+                running.append((job_tag, job))
             else:
-                _fail(job.future, crash)
+                requeue.append(job)
+        for _tag, job in sorted(running, key=lambda pair: -pair[0]):
+            _fail(job.future, crash)
         if requeue:
             log.debug("anyexec: running %d call(s) again after a joblib worker crash",
                       len(requeue))
@@ -308,7 +317,11 @@ class _Dispatcher:
         # joblib's pool already bounds how many calls run; counting our handed-over calls too
         # would idle workers until joblib's 10 ms result loop reports them settled. Count only
         # when the pool is larger than max_workers (max_workers=1 on a process pool).
-        while self._queue and (self._n_jobs == self._limit or len(current.jobs) < self._limit):
+        room = self._n_jobs == self._limit or len(current.jobs) < self._limit
+        if self._resubmitted and room:
+            return self._resubmitted.popleft()
+        while self._queue and room:
+            room = self._n_jobs == self._limit or len(current.jobs) + 1 < self._limit
             job = self._queue.popleft()
             # Handed to joblib from now on, so it can no longer be cancelled.
             if job.future.set_running_or_notify_cancel():
@@ -352,21 +365,6 @@ class _Dispatcher:
             _succeed(job.future, value)
         else:
             _fail(job.future, value)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        # A dead child not yet reaped by loky is a zombie: count it as dead.
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def _one_line(exc: BaseException) -> BaseException:
