@@ -128,9 +128,10 @@ def run_case(workload: str, backend: str, sizes: Sizes) -> dict[str, Any]:
         if workload == "stream":
             result["extra"]["stall"] = _stall_checks(backend, engine, ex)
     finally:
+        # The engine first: anyexec's executor may own the runtime the engine's idioms share.
+        engine.close()
         if ex is not None:
             ex.shutdown()
-        engine.close()
     return result
 
 

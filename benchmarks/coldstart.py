@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 __all__ = ["ENGINE_MODULES", "first_result_scripts", "import_scripts", "run_script"]
@@ -89,22 +90,27 @@ def first_result_scripts(backend: str) -> dict[str, str]:
 
 
 def run_script(script: str, timeout: float) -> dict[str, Any]:
-    """Run ``script`` in a fresh interpreter in its own session; kill that session on timeout."""
+    """Run ``script`` in a fresh interpreter in its own session; kill that session after."""
     env = dict(os.environ, PYTHONPATH=_root())
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=_root(),
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    # Files, not pipes: the engine's helper processes inherit them and outlive the script.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=out, stderr=err,
+                                text=True, env=env, cwd=_root(), start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_session(proc)
+            return {"error": f"timed out after {timeout:g} s"}
+        # The engine's helper processes (Ray's raylet, Dask's nanny) belong to this session.
         kill_session(proc)
-        return {"error": f"timed out after {timeout:g} s"}
-    # The engine's helper processes (Ray's raylet, Dask's nanny) belong to this session.
-    kill_session(proc)
-    for line in reversed(out.splitlines()):
+        out.seek(0)
+        err.seek(0)
+        lines = out.read().splitlines()
+        problem = err.read().strip().splitlines()[-1:] or ["no output"]
+    for line in reversed(lines):
         if line.startswith("{"):
             return dict(json.loads(line))
-    return {"error": f"exit {proc.returncode}: {err.strip().splitlines()[-1:] or ['no output']}"}
+    return {"error": f"exit {proc.returncode}: {problem[0]}"}
 
 
 def kill_session(proc: subprocess.Popen[str]) -> None:

@@ -87,8 +87,9 @@ class ThreadsEngine(Engine):
         pool = ThreadPoolExecutor(self.workers)
         self.on_close(pool.shutdown)
         fn, wl = self.fn, self.workload
+        n = min(self.n, self.sizes.tiny_slow) if wl == "tiny" else self.n
         return [Variant("ThreadPoolExecutor.map", lambda n: sum(pool.map(fn, source(wl, n))),
-                        self.n)]
+                        n)]
 
 
 class ProcessesEngine(Engine):
@@ -155,27 +156,26 @@ class PathosEngine(Engine):
         self.on_close(stop)
         fn, wl = self.fn, self.workload
         if wl == "stream":
-            return [Variant("ProcessPool.imap", lambda n: sum(pool.imap(fn, source(wl, n))),
-                            self.n)]
+            return [Variant("ProcessPool.imap chunksize=1000",
+                            lambda n: sum(pool.imap(fn, source(wl, n), chunksize=1000)), self.n)]
         return [Variant("ProcessPool.map", lambda n: sum(pool.map(fn, source(wl, n))), self.n)]
 
 
 class RayEngine(Engine):
-    """Ray with the machine's CPUs as slots (its default); anyexec's executor shares it."""
+    """Ray used directly, in the Ray runtime of this process.
 
-    def __init__(self, workload: str, sizes: Sizes) -> None:
-        super().__init__(workload, sizes)
-        import ray
-
-        if not ray.is_initialized():
-            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False,
-                     log_to_driver=False, logging_level=logging.ERROR)
-            self.on_close(ray.shutdown)
+    anyexec's executor is created first, so on a fresh process it starts Ray as a user's
+    ``get_executor("ray", max_workers=...)`` would, and the direct idioms share that runtime.
+    """
 
     def variants(self) -> list[Variant]:
         import ray
         from ray.util.multiprocessing import Pool
 
+        if not ray.is_initialized():
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                     log_to_driver=False, logging_level=logging.ERROR)
+            self.on_close(ray.shutdown)
         fn, wl = self.fn, self.workload
         remote = ray.remote(fn)
         # Ray's Pool refuses more processes than the cluster's CPUs, so it is not a contender
@@ -234,7 +234,8 @@ class DaskEngine(Engine):
             return []  # no lazy, bounded map over a generator in Dask's APIs
         per_item_n = min(self.n, self.sizes.tiny_per_item) if wl == "tiny" else self.n
         label = f"client.map ({cpus}x{threads} threads)"
-        return [Variant(label, per_item, per_item_n), Variant("dask.bag", bag, self.n)]
+        bag_n = min(self.n, self.sizes.tiny_slow) if wl == "tiny" else self.n
+        return [Variant(label, per_item, per_item_n), Variant("dask.bag", bag, bag_n)]
 
 
 ENGINES: dict[str, type[Engine]] = {

@@ -49,20 +49,24 @@ def run_case(workload: str, backend: str, mode: str, timeout: float) -> dict[str
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "case.json"
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.case", "--workload", workload, "--backend",
-             backend, "--mode", mode, "--out", str(out)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            start_new_session=True)
-        try:
-            _, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        # Output goes to a file, not a pipe: engines' helper processes (loky's resource
+        # tracker, Ray's raylet) inherit it and would keep a pipe open after the child exits.
+        with open(Path(tmp) / "stderr.txt", "w+") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.case", "--workload", workload, "--backend",
+                 backend, "--mode", mode, "--out", str(out)],
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True,
+                start_new_session=True)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                coldstart.kill_session(proc)
+                return {"workload": workload, "backend": backend,
+                        "error": f"timed out after {timeout:g} s"}
             coldstart.kill_session(proc)
-            return {"workload": workload, "backend": backend,
-                    "error": f"timed out after {timeout:g} s"}
-        coldstart.kill_session(proc)
+            err.seek(0)
+            tail = err.read().strip().splitlines()[-3:]
         if not out.exists():
-            tail = err.strip().splitlines()[-3:]
             return {"workload": workload, "backend": backend,
                     "error": f"exit {proc.returncode}: {' / '.join(tail)}"}
         return dict(json.loads(out.read_text()))
@@ -134,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             began = time.monotonic()
             case = run_case(workload, backend, mode, timeout)
-            status = case.get("error", "ok")
+            status = str(case.get("error", "ok")).splitlines()[0][:160]
             print(f"  {workload} {backend}: {status} ({time.monotonic() - began:.1f} s)",
                   flush=True)
             cases.append(case)
