@@ -58,3 +58,11 @@ def test_a_change_in_task_duration_is_followed() -> None:
     for _ in range(4):
         chunker.observe(chunker.next_size(0), chunker.next_size(0) * 0.05)
     assert chunker.next_size(0) == 1
+
+
+def test_tiny_tasks_with_a_known_length_do_not_end_in_a_tail_of_tiny_chunks() -> None:
+    # On a costly engine each task costs milliseconds: shrinking trivial chunks to one item
+    # at the end would cost more than any imbalance it avoids.
+    chunker = Chunker(fixed=None, target_seconds=0.5, workers=2, total=200_000)
+    sizes = _drive(chunker, 1e-7, 200_000)
+    assert len(sizes) < 40

@@ -27,6 +27,10 @@ _MAX_CHUNK = 65_536
 # chunks shrink towards the end (guided self-scheduling), so no worker idles while another
 # finishes a big last chunk. 8 keeps a 100-task, 10-worker map within a round of ideal.
 _CHUNKS_PER_WORKER = 8
+# ... but no smaller than a chunk lasting target / this (5x the engine's per-task cost): below
+# that the tail's tasks cost more than the imbalance they avoid. Measured: without this floor,
+# 200,000 trivial calls on Dask ended in ~150 shrinking tasks and took 1.3 s instead of 0.16 s.
+_TAIL_FLOOR = 20
 
 
 class Chunker:
@@ -50,7 +54,10 @@ class Chunker:
         size = self._size
         if self._total is not None:
             remaining = self._total - pulled
-            size = min(size, math.ceil(remaining / (self._workers * _CHUNKS_PER_WORKER)))
+            balanced = math.ceil(remaining / (self._workers * _CHUNKS_PER_WORKER))
+            if self._per_item is not None:
+                balanced = max(balanced, int(self._target / (_TAIL_FLOOR * self._per_item)))
+            size = min(size, balanced)
         return max(1, size)
 
     def observe(self, items: int, seconds: float) -> None:
