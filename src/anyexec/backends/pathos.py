@@ -1,0 +1,445 @@
+"""``pathos``: tasks run on a pathos pool (dill serialization), owned by the executor.
+
+pathos keeps its pools in a module-level registry keyed by ``id`` (by default the node count),
+so two ``ProcessPool(2)`` share one pool and ``clear()`` on either closes it for both. This
+backend gives its pool a unique ``id``: it owns that pool alone, and ``clear()`` on shutdown
+touches nothing another pathos user holds.
+
+Submission: ``max_workers`` slot threads take calls from a queue and hand each to the pool with
+``apipe`` only when a worker is free, so a queued call stays cancellable until a worker takes
+it, and at most ``max_workers`` calls run at once. A slot waits on its result with a short
+timeout; in between it checks the pool's health.
+
+Worker death: a multiprocessing-style pool replaces a worker that died but never reports the
+call it was running, which would wait forever. Each process worker reports its PID when it
+starts (pool initializer) and the token of each call it starts; a slot whose worker vanished
+fails its call with :class:`WorkerLostError`, the pool is replaced, and calls that were running
+on workers that did not die are run again on the new pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import pickle
+import shutil
+import signal
+import tempfile
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["PathosBackend", "WorkerLostError"]
+
+log = logging.getLogger("anyexec")
+
+PoolKind = Literal["process", "thread", "parallel"]
+_KINDS = ("process", "thread", "parallel")
+
+#: How often a slot waiting for a result checks that the worker running it is alive.
+_POLL_SECONDS = 0.05
+_STARTED = -1  # the token a worker reports once, from the pool initializer
+
+# In each process worker: the queue on which it reports (pid, token).
+_reports: Any = None
+
+
+class WorkerLostError(RuntimeError):
+    """The pathos worker process running a call died before returning its result."""
+
+
+# -- what runs on the workers --------------------------------------------------------------
+
+def _init_worker(reports: Any) -> None:
+    """Process pool initializer: keep the report queue, say we exist, leave Ctrl-C to us."""
+    global _reports
+    _reports = reports
+    reports.put((os.getpid(), _STARTED))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _outcome(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """Run the call; return (ok, value) pickled by us, so that the pool only ever sees bytes."""
+    try:
+        outcome: tuple[bool, Any] = (True, fn(*args, **kwargs))
+    except BaseException as exc:  # sent back to the caller as data
+        outcome = (False, exc)
+    try:
+        return pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        pass
+    try:
+        import dill  # type: ignore[import-untyped, unused-ignore]
+
+        return bytes(dill.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception as why:
+        from anyexec._errors import SerializationError
+
+        return pickle.dumps((False, SerializationError(
+            f"the outcome of the call ({type(outcome[1]).__name__}) could not be pickled to "
+            f"send it back to the caller ({type(why).__name__}: {why})"
+        )))
+
+
+def _tracked(token: int, fn: Callable[..., Any], args: tuple[Any, ...],
+             kwargs: dict[str, Any]) -> bytes:
+    """Process pool task: report which worker starts the call, then run it."""
+    if _reports is not None:
+        _reports.put((os.getpid(), token))
+    return _outcome(fn, args, kwargs)
+
+
+def _pp_task(call: bytes, mark: str) -> bytes:
+    """ParallelPool task. pp ships a function by its source, and treats function arguments as
+    dependencies to ship by source too, so the call arrives as one dill blob instead. pp has
+    no worker initializer: the file ``<mark>.<pid>`` says which worker runs the call."""
+    import contextlib
+    import os
+
+    import dill  # type: ignore[import-untyped, unused-ignore]
+
+    from anyexec.backends.pathos import _outcome
+
+    path = f"{mark}.{os.getpid()}"
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    try:
+        fn, args, kwargs = dill.loads(call)
+        return _outcome(fn, args, kwargs)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+# -- the pool and its health ---------------------------------------------------------------
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        # A dead worker not yet reaped by the pool is a zombie: count it as dead.
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+@dataclass(eq=False)
+class _Generation:
+    """One pathos pool and what its workers reported; replaced when a worker dies."""
+
+    pool: Any
+    reports: Any = None  # multiprocess queue (process pools only)
+    pids: set[int] = field(default_factory=set)
+    started: dict[int, int] = field(default_factory=dict)  # call token -> worker pid
+    broken: bool = False
+    dead: set[int] = field(default_factory=set)  # pids found dead when it broke
+
+    def drain(self) -> None:
+        while self.reports is not None and not self.reports.empty():
+            pid, token = self.reports.get()
+            self.pids.add(pid)
+            if token != _STARTED:
+                self.started[token] = pid
+
+
+@dataclass(eq=False)
+class _Job:
+    future: Future[Any]
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+class PathosBackend:
+    """Runs calls on a pathos pool owned by the executor.
+
+    Options: ``pool`` (``process``: ``pathos.pools.ProcessPool``, processes with dill, the
+    default; ``thread``: ``ThreadPool``; ``parallel``: ``ParallelPool``, Parallel Python's
+    local servers, which ship functions by source) and ``max_workers`` (default: CPU count).
+    """
+
+    requires = ("pathos",)
+    engine = "pathos"
+    install_hint = "pip install 'anyexec[pathos]'"
+
+    def __init__(self, *, max_workers: int | None = None, pool: PoolKind = "process") -> None:
+        if pool not in _KINDS:
+            raise ValueError(
+                f"pathos pool must be one of {', '.join(map(repr, _KINDS))}, got {pool!r}"
+            )
+        if max_workers is not None and (isinstance(max_workers, bool)
+                                        or not isinstance(max_workers, int) or max_workers < 1):
+            raise ValueError(f"max_workers must be an int >= 1 or None, got {max_workers!r}")
+        self.max_workers = max_workers or os.cpu_count() or 1
+        self.pool = pool
+        # Threads share the caller's memory: nothing to pickle, nothing isolated.
+        self.pickles = pool != "thread"
+        self.task_overhead = {"process": 3e-4, "thread": 1e-4, "parallel": 2e-3}[pool]
+        self.capabilities: frozenset[str] = frozenset()
+        if pool == "process":
+            # multiprocess runs each call in the main thread of its worker process.
+            self.capabilities = frozenset({"isolated", "recovers_from_worker_death",
+                                           "interrupts_tasks"})
+        elif pool == "parallel":
+            # ppft runs each call in the main thread of its worker process too.
+            self.capabilities = frozenset({"isolated", "recovers_from_worker_death",
+                                           "interrupts_tasks"})
+        self._id = f"anyexec-{uuid.uuid4().hex}"
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._queue: deque[_Job] = deque()
+        self._closing = False
+        self._stopping = False
+        self._generation: _Generation | None = None
+        self._tokens = itertools.count()
+        self._generations = itertools.count()
+        self._slots: list[threading.Thread] = []
+        self._marks = ""
+        if pool == "parallel":
+            self._marks = tempfile.mkdtemp(
+                prefix="anyexec-pathos-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+
+    # -- pool management --
+
+    def _new_generation(self) -> _Generation:
+        # A fresh id per pool: pathos would hand back the broken pool under the old one.
+        pool_id = f"{self._id}-{next(self._generations)}"
+        if self.pool == "process":
+            import multiprocess
+            from pathos.pools import ProcessPool
+
+            reports = multiprocess.get_context().SimpleQueue()
+            return _Generation(ProcessPool(nodes=self.max_workers, id=pool_id,
+                                           initializer=_init_worker, initargs=(reports,)),
+                               reports)
+        if self.pool == "thread":
+            from pathos.pools import ThreadPool
+
+            return _Generation(ThreadPool(nodes=self.max_workers, id=pool_id))
+        from pathos.pools import ParallelPool
+
+        return _Generation(ParallelPool(nodes=self.max_workers, id=pool_id))
+
+    def _current(self) -> _Generation:
+        """The live pool, created on first use (lock held)."""
+        if self._generation is None:
+            self._generation = self._new_generation()
+        return self._generation
+
+    def _check_health(self, gen: _Generation, token: int) -> None:
+        """Mark ``gen`` broken and replace it if one of its workers died (lock held)."""
+        if gen.broken:
+            return
+        if gen.reports is not None:
+            gen.drain()
+            dead = {pid for pid in gen.pids if not _alive(pid)}
+        elif self._marks:
+            pid = self._marked_pid(token)
+            if pid is not None:
+                gen.started[token] = pid
+            dead = {pid} if pid is not None and not _alive(pid) else set()
+        else:
+            return
+        if not dead:
+            return
+        gen.broken, gen.dead = True, dead
+        log.debug("anyexec: pathos worker(s) %s died; replacing the pool", sorted(dead))
+        if self._generation is gen:
+            self._generation = None
+        # Terminate off the lock's critical path: the old pool's handler threads may take a
+        # moment, and its calls on live workers are run again on the next pool.
+        threading.Thread(target=_retire, args=(gen,), daemon=True).start()
+
+    def _marked_pid(self, token: int) -> int | None:
+        prefix = f"{token}."
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self._marks):
+                if name.startswith(prefix):
+                    return int(name[len(prefix):])
+        return None
+
+    # -- slots --
+
+    def _start_slots(self) -> None:
+        while len(self._slots) < self.max_workers:
+            slot = threading.Thread(target=self._slot, name=f"anyexec-pathos-{len(self._slots)}",
+                                    daemon=True)
+            self._slots.append(slot)
+            slot.start()
+
+    def _take(self) -> _Job | None:
+        with self._work:
+            while True:
+                if self._stopping:
+                    return None
+                while self._queue:
+                    job = self._queue.popleft()
+                    # From here the call belongs to a worker: it can no longer be cancelled.
+                    if job.future.set_running_or_notify_cancel():
+                        return job
+                if self._closing:
+                    return None
+                self._work.wait()
+
+    def _slot(self) -> None:
+        while (job := self._take()) is not None:
+            try:
+                ok, value = self._run(job)
+            except BaseException as exc:  # the pool itself failed: report it with the call
+                ok, value = False, exc
+            with contextlib.suppress(Exception):
+                if ok:
+                    job.future.set_result(value)
+                else:
+                    job.future.set_exception(value)
+
+    def _run(self, job: _Job) -> tuple[bool, Any]:
+        """Run one call on the pool until it returns or its worker is known dead."""
+        from multiprocess import TimeoutError as PoolTimeout
+
+        while True:
+            with self._lock:
+                if self._stopping:
+                    return False, RuntimeError("the executor was terminated before this call ran")
+                gen = self._current()
+                token = next(self._tokens)
+            if self.pool == "process":
+                result = gen.pool.apipe(_tracked, token, job.fn, job.args, job.kwargs)
+            elif self.pool == "thread":
+                result = gen.pool.apipe(_run_local, job.fn, job.args, job.kwargs)
+            else:
+                import dill  # type: ignore[import-untyped, unused-ignore]
+
+                call = dill.dumps((job.fn, job.args, job.kwargs))
+                result = gen.pool.apipe(_pp_task, call, os.path.join(self._marks, str(token)))
+            pause = 0.0005
+            while True:
+                try:
+                    if self.pool == "parallel":
+                        # pp's get(timeout) ignores its timeout and blocks: poll ready().
+                        waited = 0.0
+                        while not result.ready() and waited < _POLL_SECONDS:
+                            time.sleep(pause)
+                            waited += pause
+                            pause = min(2 * pause, 0.02)
+                        if not result.ready():
+                            raise PoolTimeout
+                    data = result.get(_POLL_SECONDS)
+                except (TimeoutError, PoolTimeout):
+                    pass
+                else:
+                    if self.pool == "thread":
+                        return data  # type: ignore[no-any-return]
+                    return pickle.loads(data)  # type: ignore[no-any-return]
+                with self._lock:
+                    self._check_health(gen, token)
+                    if not gen.broken:
+                        if self._stopping:
+                            return False, WorkerLostError("the executor was terminated")
+                        continue
+                    gen.drain()
+                    pid = gen.started.get(token)
+                if pid is not None and pid in gen.dead:
+                    return False, WorkerLostError(
+                        f"pathos worker process {pid}, which was running this call, died "
+                        "abruptly (killed by a signal, os._exit(), a segmentation fault, or the "
+                        "out-of-memory killer); the pool was replaced"
+                    )
+                log.debug("anyexec: running call %d again after a pathos worker crash", token)
+                break  # an innocent call on the old pool: run it again on the new one
+
+    # -- the backend interface --
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._work:
+            if self._closing:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._queue.append(_Job(future, fn, args, kwargs))
+            self._start_slots()
+            self._work.notify()
+        return future
+
+    def terminate(self) -> None:
+        """Stop now: cancel queued calls and kill the pool's workers (Ctrl-C)."""
+        with self._work:
+            self._stopping = True
+            gen, self._generation = self._generation, None
+            self._work.notify_all()
+        self._cancel_queued()
+        if gen is not None and gen.reports is not None:
+            gen.drain()
+            for pid in gen.pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+        if gen is not None:
+            _retire(gen)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._work:
+            self._closing = True
+            self._work.notify_all()
+        if cancel_futures:
+            self._cancel_queued()
+        if not wait:
+            threading.Thread(target=self._finish, daemon=True).start()
+            return
+        self._finish()
+
+    def _finish(self) -> None:
+        for slot in self._slots:
+            if slot is not threading.current_thread():
+                slot.join()
+        with self._lock:
+            gen, self._generation = self._generation, None
+        if gen is not None:
+            _release(gen)
+        if self._marks:
+            shutil.rmtree(self._marks, ignore_errors=True)
+
+    def _cancel_queued(self) -> None:
+        with self._lock:
+            queued = list(self._queue)
+            self._queue.clear()
+        for job in queued:
+            job.future.cancel()
+
+
+def _run_local(fn: Callable[..., Any], args: tuple[Any, ...],
+               kwargs: dict[str, Any]) -> tuple[bool, Any]:
+    try:
+        return True, fn(*args, **kwargs)
+    except BaseException as exc:  # delivered through the future
+        return False, exc
+
+
+def _release(gen: _Generation) -> None:
+    """Close and join our own pool and drop it from pathos' registry (``clear``)."""
+    try:
+        gen.pool.close()
+        gen.pool.join()
+        gen.pool.clear()
+    except Exception as exc:
+        log.debug("anyexec: releasing a pathos pool failed (%r)", exc)
+
+
+def _retire(gen: _Generation) -> None:
+    """Stop a broken or abandoned pool at once and drop it from pathos' registry."""
+    try:
+        gen.pool.terminate()
+        gen.pool.join()
+        gen.pool.clear()
+    except Exception as exc:
+        log.debug("anyexec: retiring a pathos pool failed (%r)", exc)
