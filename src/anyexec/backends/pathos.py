@@ -333,7 +333,7 @@ class PathosBackend:
                         while not result.ready() and waited < _POLL_SECONDS:
                             time.sleep(pause)
                             waited += pause
-                            pause = min(2 * pause, 0.02)
+                            pause = min(2 * pause, 0.004)
                         if not result.ready():
                             raise PoolTimeout
                     data = result.get(_POLL_SECONDS)
