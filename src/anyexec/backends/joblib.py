@@ -28,6 +28,7 @@ import signal
 import tempfile
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -140,6 +141,9 @@ class _Dispatcher:
         self._pids: set[int] = set()
         self._marks = "" if self._local else tempfile.mkdtemp(
             prefix="anyexec-joblib-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        # Also removed at interpreter exit if the executor was never shut down.
+        self._remove_marks = weakref.finalize(self, shutil.rmtree, self._marks, True) \
+            if self._marks else (lambda: None)
         self._thread = threading.Thread(target=self._serve, name=f"anyexec-joblib-{name}",
                                         daemon=True)
         self._thread.start()
@@ -219,8 +223,7 @@ class _Dispatcher:
             self._resubmitted.clear()
         for job in orphans:
             _fail(job.future, RuntimeError("the executor was stopped before this call ran"))
-        if self._marks:
-            shutil.rmtree(self._marks, ignore_errors=True)
+        self._remove_marks()
 
     def _after_crash(self, lost: list[tuple[int, _Job]], crash: BaseException) -> None:
         """Fail the calls that were running when the pool broke; run the others again.

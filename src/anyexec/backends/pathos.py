@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -210,6 +211,9 @@ class PathosBackend:
         if pool == "parallel":
             self._marks = tempfile.mkdtemp(
                 prefix="anyexec-pathos-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        # Also removed at interpreter exit if the executor was never shut down.
+        self._remove_marks = weakref.finalize(self, shutil.rmtree, self._marks, True) \
+            if self._marks else (lambda: None)
 
     # -- pool management --
 
@@ -406,8 +410,7 @@ class PathosBackend:
             gen, self._generation = self._generation, None
         if gen is not None:
             _release(gen)
-        if self._marks:
-            shutil.rmtree(self._marks, ignore_errors=True)
+        self._remove_marks()
 
     def _cancel_queued(self) -> None:
         with self._lock:
