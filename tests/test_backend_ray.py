@@ -7,7 +7,9 @@ fixture, and the cluster class joins a two-node cluster on 127.0.0.1 through its
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -290,8 +292,7 @@ def cluster() -> Iterator[Any]:
     from ray.cluster_utils import Cluster
 
     assert not ray.is_initialized(), "another test left Ray running"
-    # Ray on Linux replaces 127.0.0.1 by the machine's own address (and then cannot find its
-    # GCS), so the nodes use that address: the traffic still stays on this machine.
+    # tests/conftest.py keeps every Ray process on 127.0.0.1 (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0).
     cluster = Cluster(initialize_head=True,
                       head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
@@ -328,3 +329,29 @@ class TestCluster:
             assert ex.submit(tasks.square, 6).result(timeout=60) == 36
         assert not ray.is_initialized()
         assert cluster.remaining_processes_alive()
+
+
+def test_a_local_ray_started_by_the_executor_listens_on_loopback_only() -> None:
+    import subprocess
+    import textwrap
+
+    code = textwrap.dedent("""
+        import json, psutil, anyexec
+        with anyexec.get_executor("ray", max_workers=1) as ex:
+            assert ex.submit(abs, -3).result(timeout=120) == 3
+            seen = set()
+            for proc in psutil.Process().children(recursive=True):
+                try:
+                    conns = proc.net_connections(kind="inet")
+                except psutil.Error:
+                    continue
+                seen.update(c.laddr.ip for c in conns if c.status == psutil.CONN_LISTEN)
+        print(json.dumps(sorted(seen)))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=170, env=env, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    addresses = json.loads(result.stdout.strip().splitlines()[-1])
+    assert addresses, "found no listening Ray process"
+    assert all(a in ("127.0.0.1", "::ffff:127.0.0.1") for a in addresses), addresses

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import math
 import os
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from ray import ObjectRef
 
 __all__ = ["RayBackend"]
+
+# Ray's switch between "cluster" networking (the machine's IP) and loopback-only networking.
+_LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 class _Session:
     """The Ray connection this module opened, shared by the executors that use it.
@@ -160,13 +164,19 @@ class RayBackend:
             raise TypeError(f"ray option runtime_env must be a dict, got "
                             f"{type(runtime_env).__name__}")
 
-        import ray
-
         if address is None:
             # Ray's own convention (set inside `ray job submit` jobs): join that cluster.
             address = os.environ.get("RAY_ADDRESS", "").strip() or None
             if address == "local":
                 address = None
+        if address is None and "ray" not in sys.modules:
+            # A local Ray started for one laptop run has no reason to listen on the network: on
+            # Linux Ray otherwise binds the machine's own IP. This setting (Ray's own, read at
+            # import) keeps every Ray process on 127.0.0.1. A user who set it keeps their value.
+            os.environ.setdefault(_LOCAL_ONLY, "0")
+
+        import ray
+
         self._address = address.strip() if address else None
         cpus_per_task = 1.0 if num_cpus is None else float(num_cpus)
         self._owns_session, started = self._connect(ray, max_workers, cpus_per_task, resources,
