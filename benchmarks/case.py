@@ -17,10 +17,19 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from benchmarks.engines import ENGINES, Engine, Variant, expected, fn_for, source
+from benchmarks.engines import (
+    ENGINES,
+    Engine,
+    Variant,
+    close_shared,
+    expected,
+    fn_for,
+    source,
+    workers_for,
+)
 from benchmarks.workloads import SIZES, Sizes, counting
 
-__all__ = ["main", "run_case"]
+__all__ = ["main", "run_cases"]
 
 ANYEXEC = "anyexec"
 
@@ -57,16 +66,13 @@ class _PeakRss:
             self.growth = self._peak - self._start
 
 
-def _anyexec_variant(backend: str, workload: str, engine: Engine) -> tuple[Variant, Any]:
-    import anyexec
-
-    ex = anyexec.get_executor(backend, max_workers=engine.workers)
+def _anyexec_variant(ex: Any, workload: str, engine: Engine) -> Variant:
     fn = fn_for(workload)
 
     def run(n: int) -> int:
         return sum(ex.map(fn, source(workload, n)))
 
-    return Variant(ANYEXEC, run, engine.n), ex
+    return Variant(ANYEXEC, run, engine.n)
 
 
 def _stall(make: Callable[[list[int]], Iterator[int]], consumed: int,
@@ -94,16 +100,29 @@ def _stall(make: Callable[[list[int]], Iterator[int]], consumed: int,
             "grew_while_stalled": pulled[0] - settled, "window_items": bound}
 
 
-def run_case(workload: str, backend: str, sizes: Sizes) -> dict[str, Any]:
-    """Time anyexec and the engine's idioms alternately; return medians' raw material."""
+def run_cases(workloads: list[str], backend: str, sizes: Sizes) -> list[dict[str, Any]]:
+    """Run the workloads (all with the same ``max_workers``) on one executor and one engine
+    runtime, so the engine starts once per process; return one result per workload."""
+    import anyexec
+
+    workers = workers_for(workloads[0], sizes)
+    ex = anyexec.get_executor(backend, max_workers=workers)
+    try:
+        return [_run_one(ex, workload, backend, sizes) for workload in workloads]
+    finally:
+        close_shared()
+        ex.shutdown()
+
+
+def _run_one(ex: Any, workload: str, backend: str, sizes: Sizes) -> dict[str, Any]:
+    """Time anyexec and the engine's idioms alternately for one workload."""
     result: dict[str, Any] = {"workload": workload, "backend": backend, "times": {},
                               "n": {}, "memory": {}, "extra": {}, "reference": []}
-    # A plugin backend with no direct counterpart here still gets its anyexec figures.
-    engine = ENGINES.get(backend, Engine)(workload, sizes)
-    ex = None
+    engine: Engine | None = None
     try:
-        ours, ex = _anyexec_variant(backend, workload, engine)
-        variants = [ours, *engine.variants()]
+        # A plugin backend with no direct counterpart here still gets its anyexec figures.
+        engine = ENGINES.get(backend, Engine)(workload, sizes)
+        variants = [_anyexec_variant(ex, workload, engine), *engine.variants()]
         result["workers"] = engine.workers
         result["full_n"] = engine.n
         warm = min(engine.n, 4 * engine.workers)
@@ -127,11 +146,12 @@ def run_case(workload: str, backend: str, sizes: Sizes) -> dict[str, Any]:
                 result["memory"][variant.label].append(rss.growth)
         if workload == "stream":
             result["extra"]["stall"] = _stall_checks(backend, engine, ex)
+    except Exception as exc:  # reported in the table; the other workloads still run
+        return {"workload": workload, "backend": backend,
+                "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     finally:
-        # The engine first: anyexec's executor may own the runtime the engine's idioms share.
-        engine.close()
-        if ex is not None:
-            ex.shutdown()
+        if engine is not None:
+            engine.close()
     return result
 
 
@@ -151,20 +171,22 @@ def _stall_checks(backend: str, engine: Engine, ex: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--workload", required=True)
+    parser.add_argument("--workloads", required=True, help="comma-separated, same max_workers")
     parser.add_argument("--backend", required=True)
     parser.add_argument("--mode", default="quick", choices=sorted(SIZES))
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    workloads = args.workloads.split(",")
     try:
-        result = run_case(args.workload, args.backend, SIZES[args.mode])
+        results = run_cases(workloads, args.backend, SIZES[args.mode])
     except BaseException as exc:  # reported in the table, not fatal to the whole run
-        result = {"workload": args.workload, "backend": args.backend,
-                  "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        results = [{"workload": w, "backend": args.backend,
+                    "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+                   for w in workloads]
     with open(args.out, "w") as out:
-        json.dump(result, out)
+        json.dump(results, out)
     sys.stdout.flush()
-    # Engines leave non-daemon threads behind (Dask, Ray); the result is written, so go.
+    # Engines leave non-daemon threads behind (Dask, Ray); the results are written, so go.
     os._exit(0)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from benchmarks.workloads import Sizes, counting, inc, nap, spin
 
-__all__ = ["ENGINES", "Engine", "Variant", "fn_for", "size_for"]
+__all__ = ["ENGINES", "Engine", "Variant", "close_shared", "fn_for", "size_for", "workers_for"]
 
 
 @dataclass
@@ -217,12 +217,7 @@ class DaskEngine(Engine):
         fn, wl = self.fn, self.workload
         cpus = os.cpu_count() or 1
         threads = max(1, self.workers // cpus) if wl == "sleep" else 1
-        cluster = dist.LocalCluster(n_workers=cpus, threads_per_worker=threads, processes=True,
-                                    dashboard_address=None)
-        client = dist.Client(cluster, set_as_default=False)
-        self.on_close(cluster.close)
-        self.on_close(client.close)
-
+        client = _dask_client(dist, cpus, threads)
         def per_item(n: int) -> int:
             futures = client.map(fn, list(source(wl, n)), pure=False)
             return sum(client.gather(futures))
@@ -236,6 +231,27 @@ class DaskEngine(Engine):
         label = f"client.map ({cpus}x{threads} threads)"
         bag_n = min(self.n, self.sizes.tiny_slow) if wl == "tiny" else self.n
         return [Variant(label, per_item, per_item_n), Variant("dask.bag", bag, bag_n)]
+
+
+# Dask clusters outlive one workload: starting one costs seconds. Closed by close_shared().
+_DASK: dict[tuple[int, int], tuple[Any, Any]] = {}
+
+
+def _dask_client(dist: Any, workers: int, threads: int) -> Any:
+    key = (workers, threads)
+    if key not in _DASK:
+        cluster = dist.LocalCluster(n_workers=workers, threads_per_worker=threads,
+                                    processes=True, dashboard_address=None)
+        _DASK[key] = (cluster, dist.Client(cluster, set_as_default=False))
+    return _DASK[key][1]
+
+
+def close_shared() -> None:
+    """Stop what engines keep between workloads of one child process."""
+    while _DASK:
+        _key, (cluster, client) = _DASK.popitem()
+        client.close()
+        cluster.close()
 
 
 ENGINES: dict[str, type[Engine]] = {

@@ -44,32 +44,40 @@ def installed_backends() -> list[str]:
     return sorted(usable, key=lambda n: (order.index(n) if n in order else len(order), n))
 
 
-def run_case(workload: str, backend: str, mode: str, timeout: float) -> dict[str, Any]:
-    """Run one case in a child process in its own session; kill that session when done."""
+def run_group(workloads: list[str], backend: str, mode: str,
+              timeout: float) -> list[dict[str, Any]]:
+    """Run workloads on one backend in a child process in its own session; kill that session
+    when done. The engine starts once for the whole group."""
+    def failed(error: str) -> list[dict[str, Any]]:
+        return [{"workload": w, "backend": backend, "error": error} for w in workloads]
+
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "case.json"
+        out = Path(tmp) / "cases.json"
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         # Output goes to a file, not a pipe: engines' helper processes (loky's resource
         # tracker, Ray's raylet) inherit it and would keep a pipe open after the child exits.
         with open(Path(tmp) / "stderr.txt", "w+") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.case", "--workload", workload, "--backend",
-                 backend, "--mode", mode, "--out", str(out)],
+                [sys.executable, "-m", "benchmarks.case", "--workloads", ",".join(workloads),
+                 "--backend", backend, "--mode", mode, "--out", str(out)],
                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True,
                 start_new_session=True)
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 coldstart.kill_session(proc)
-                return {"workload": workload, "backend": backend,
-                        "error": f"timed out after {timeout:g} s"}
+                return failed(f"timed out after {timeout:g} s")
             coldstart.kill_session(proc)
             err.seek(0)
             tail = err.read().strip().splitlines()[-3:]
         if not out.exists():
-            return {"workload": workload, "backend": backend,
-                    "error": f"exit {proc.returncode}: {' / '.join(tail)}"}
-        return dict(json.loads(out.read_text()))
+            return failed(f"exit {proc.returncode}: {' / '.join(tail)}")
+        return list(json.loads(out.read_text()))
+
+
+def run_case(workload: str, backend: str, mode: str, timeout: float) -> dict[str, Any]:
+    """One workload on one backend (see ``run_group``)."""
+    return run_group([workload], backend, mode, timeout)[0]
 
 
 def run_starts(backends: list[str], reps: int, timeout: float) -> list[dict[str, Any]]:
@@ -99,6 +107,12 @@ def run_starts(backends: list[str], reps: int, timeout: float) -> list[dict[str,
             f"{k} {v:.3f}s" for k, v in record["medians"].items()) +
             (f" ERROR {record['error']}" if "error" in record else ""), flush=True)
     return results
+
+
+def _groups(workloads: list[str], backend: str) -> list[list[str]]:
+    same = [w for w in workloads if w != "sleep" and (w, backend) not in _SKIP]
+    sleep = [w for w in workloads if w == "sleep" and (w, backend) not in _SKIP]
+    return [g for g in (same, sleep) if g]
 
 
 def machine() -> dict[str, Any]:
@@ -132,16 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     print(f"anyexec benchmarks, mode {mode}, backends {', '.join(backends)}; {info}", flush=True)
     cases = []
-    for workload in (w for w in workloads if w in WORKLOADS):
-        for backend in backends:
-            if (workload, backend) in _SKIP:
-                continue
+    for backend in backends:
+        # Workloads sharing max_workers share one process, so the engine starts once.
+        for batch in _groups([w for w in WORKLOADS if w in workloads], backend):
             began = time.monotonic()
-            case = run_case(workload, backend, mode, timeout)
-            status = str(case.get("error", "ok")).splitlines()[0][:160]
-            print(f"  {workload} {backend}: {status} ({time.monotonic() - began:.1f} s)",
-                  flush=True)
-            cases.append(case)
+            got = run_group(batch, backend, mode, timeout * len(batch))
+            for case in got:
+                status = str(case.get("error", "ok")).splitlines()[0][:160]
+                print(f"  {case['workload']} {backend}: {status}", flush=True)
+            print(f"    ({backend}: {time.monotonic() - began:.1f} s)", flush=True)
+            cases.extend(got)
+    cases.sort(key=lambda c: WORKLOADS.index(c["workload"]))
     starts = run_starts(backends, sizes.reps, timeout) if "start" in workloads else []
     info["load_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     text = table(cases, starts)
