@@ -60,6 +60,7 @@ class LokyBackend:
         self._pool = loky.get_reusable_executor(**self._options)
         self._lock = threading.Lock()
         self._mine: weakref.WeakSet[Future[Any]] = weakref.WeakSet()
+        self._stopped = False  # terminate() was called: lost tasks must not be rerun
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         relay = _Relay()
@@ -86,7 +87,7 @@ class LokyBackend:
                 relay.cancel()
                 return
             exc = done.exception()
-            if isinstance(exc, BrokenProcessPool) and not lost_once:
+            if isinstance(exc, BrokenProcessPool) and not lost_once and not self._stopped:
                 # A dying worker makes loky fail every task in flight, not only its own. Run
                 # each once more on a fresh pool: only the task that kills its worker fails.
                 self._start(relay, fn, args, kwargs, lost_once=True)
@@ -108,6 +109,7 @@ class LokyBackend:
 
     def terminate(self) -> None:
         """Kill the pool's workers now (Ctrl-C); the next submit starts a fresh pool."""
+        self._stopped = True
         self._pool.shutdown(wait=True, kill_workers=True)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
