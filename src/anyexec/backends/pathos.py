@@ -146,6 +146,7 @@ class _Generation:
     started: dict[int, int] = field(default_factory=dict)  # call token -> worker pid
     broken: bool = False
     dead: set[int] = field(default_factory=set)  # pids found dead when it broke
+    inflight: set[int] = field(default_factory=set)  # tokens of calls not yet returned
 
     def drain(self) -> None:
         while self.reports is not None and not self.reports.empty():
@@ -311,58 +312,69 @@ class PathosBackend:
 
     def _run(self, job: _Job) -> tuple[bool, Any]:
         """Run one call on the pool until it returns or its worker is known dead."""
-        from multiprocess import TimeoutError as PoolTimeout
-
         while True:
             with self._lock:
                 if self._stopping:
                     return False, RuntimeError("the executor was terminated before this call ran")
                 gen = self._current()
                 token = next(self._tokens)
-            if self.pool == "process":
-                result = gen.pool.apipe(_tracked, token, job.fn, job.args, job.kwargs)
-            elif self.pool == "thread":
-                result = gen.pool.apipe(_run_local, job.fn, job.args, job.kwargs)
-            else:
-                import dill  # type: ignore[import-untyped, unused-ignore]
-
-                call = dill.dumps((job.fn, job.args, job.kwargs))
-                result = gen.pool.apipe(_pp_task, call, os.path.join(self._marks, str(token)))
-            pause = 0.0005
-            while True:
-                try:
-                    if self.pool == "parallel":
-                        # pp's get(timeout) ignores its timeout and blocks: poll ready().
-                        waited = 0.0
-                        while not result.ready() and waited < _POLL_SECONDS:
-                            time.sleep(pause)
-                            waited += pause
-                            pause = min(2 * pause, 0.004)
-                        if not result.ready():
-                            raise PoolTimeout
-                    data = result.get(_POLL_SECONDS)
-                except (TimeoutError, PoolTimeout):
-                    pass
-                else:
-                    if self.pool == "thread":
-                        return data  # type: ignore[no-any-return]
-                    return pickle.loads(data)  # type: ignore[no-any-return]
+                gen.inflight.add(token)
+            try:
+                outcome = self._attempt(job, gen, token)
+            finally:
                 with self._lock:
-                    self._check_health(gen, token)
-                    if not gen.broken:
-                        if self._stopping:
-                            return False, WorkerLostError("the executor was terminated")
-                        continue
-                    gen.drain()
-                    pid = gen.started.get(token)
-                if pid is not None and pid in gen.dead:
-                    return False, WorkerLostError(
-                        f"pathos worker process {pid}, which was running this call, died "
-                        "abruptly (killed by a signal, os._exit(), a segmentation fault, or the "
-                        "out-of-memory killer); the pool was replaced"
-                    )
-                log.debug("anyexec: running call %d again after a pathos worker crash", token)
-                break  # an innocent call on the old pool: run it again on the new one
+                    gen.inflight.discard(token)
+            if outcome is not None:
+                return outcome
+            log.debug("anyexec: running call %d again after a pathos worker crash", token)
+
+    def _attempt(self, job: _Job, gen: _Generation, token: int) -> tuple[bool, Any] | None:
+        """One try on ``gen``: the outcome, or None if the pool broke under an innocent call."""
+        from multiprocess import TimeoutError as PoolTimeout
+
+        if self.pool == "process":
+            result = gen.pool.apipe(_tracked, token, job.fn, job.args, job.kwargs)
+        elif self.pool == "thread":
+            result = gen.pool.apipe(_run_local, job.fn, job.args, job.kwargs)
+        else:
+            import dill  # type: ignore[import-untyped, unused-ignore]
+
+            call = dill.dumps((job.fn, job.args, job.kwargs))
+            result = gen.pool.apipe(_pp_task, call, os.path.join(self._marks, str(token)))
+        pause = 0.0005
+        while True:
+            try:
+                if self.pool == "parallel":
+                    # pp's get(timeout) ignores its timeout and blocks: poll ready().
+                    waited = 0.0
+                    while not result.ready() and waited < _POLL_SECONDS:
+                        time.sleep(pause)
+                        waited += pause
+                        pause = min(2 * pause, 0.004)
+                    if not result.ready():
+                        raise PoolTimeout
+                data = result.get(_POLL_SECONDS)
+            except (TimeoutError, PoolTimeout):
+                pass
+            else:
+                if self.pool == "thread":
+                    return data  # type: ignore[no-any-return]
+                return pickle.loads(data)  # type: ignore[no-any-return]
+            with self._lock:
+                self._check_health(gen, token)
+                if not gen.broken:
+                    if self._stopping:
+                        return False, WorkerLostError("the executor was terminated")
+                    continue
+                gen.drain()
+                pid = gen.started.get(token)
+            if pid is not None and pid in gen.dead:
+                return False, WorkerLostError(
+                    f"pathos worker process {pid}, which was running this call, died "
+                    "abruptly (killed by a signal, os._exit(), a segmentation fault, or the "
+                    "out-of-memory killer); the pool was replaced"
+                )
+            return None  # an innocent call on the old pool: run it again on the new one
 
     # -- the backend interface --
 
@@ -377,19 +389,23 @@ class PathosBackend:
         return future
 
     def terminate(self) -> None:
-        """Stop now: cancel queued calls and kill the pool's workers (Ctrl-C)."""
+        """Stop now: cancel queued calls, kill the workers running calls, drop the pool."""
         with self._work:
             self._stopping = True
             gen, self._generation = self._generation, None
             self._work.notify_all()
+            if gen is not None:
+                gen.drain()
+                # Only workers running a call: an idle one may hold the pool's queue lock, and
+                # killing it would hang the pool's own terminate().
+                busy = {gen.started[t] for t in gen.inflight if t in gen.started}
         self._cancel_queued()
-        if gen is not None and gen.reports is not None:
-            gen.drain()
-            for pid in gen.pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-        if gen is not None:
-            _retire(gen)
+        if gen is None:
+            return
+        for pid in busy:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        threading.Thread(target=_retire, args=(gen,), daemon=True).start()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._work:
@@ -408,8 +424,14 @@ class PathosBackend:
                 slot.join()
         with self._lock:
             gen, self._generation = self._generation, None
-        if gen is not None:
+            if gen is not None:
+                gen.drain()
+                healthy = all(_alive(pid) for pid in gen.pids)
+        if gen is not None and healthy:
             _release(gen)
+        elif gen is not None:
+            # A dead worker may hold the pool's queue lock: close()/join() could wait forever.
+            threading.Thread(target=_retire, args=(gen,), daemon=True).start()
         self._remove_marks()
 
     def _cancel_queued(self) -> None:
