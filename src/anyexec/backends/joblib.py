@@ -178,8 +178,14 @@ class _Dispatcher:
             self._thread.join(timeout)
 
     def worker_pids(self) -> set[int]:
+        """Workers seen in results, and those running a call now (from its marker file)."""
         with self._lock:
-            return set(self._pids)
+            pids = set(self._pids)
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self._marks):
+                with contextlib.suppress(ValueError):
+                    pids.add(int(name.partition(".")[2]))
+        return pids
 
     # -- dispatcher thread --
 
@@ -370,6 +376,29 @@ class _Dispatcher:
             _fail(job.future, value)
 
 
+def _is_child(pid: int) -> bool:
+    """Whether ``pid`` is a child of this process (loky workers are)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rpartition(")")[2].split()[1]) == os.getpid()
+    except (OSError, ValueError, IndexError):
+        # No /proc (macOS): trust the PID, which this executor saw recently.
+        return os.path.exists("/proc") is False
+
+
+def _loky_workers() -> set[int]:
+    """This process's loky worker processes (Linux: found through /proc)."""
+    found: set[int] = set()
+    with contextlib.suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or not _is_child(int(entry)):
+                continue
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as cmd:
+                if b"popen_loky_posix" in cmd.read():
+                    found.add(int(entry))
+    return found
+
+
 def _one_line(exc: BaseException) -> BaseException:
     """``exc`` with its message on one line (loky's TerminatedWorkerError spans several)."""
     text = " ".join(str(exc).split())
@@ -439,13 +468,19 @@ class JoblibBackend:
         return self._dispatcher.submit(fn, args, kwargs)
 
     def terminate(self) -> None:
-        """Stop now: run nothing more and kill the worker processes seen so far (Ctrl-C)."""
+        """Stop now: run nothing more and kill the worker processes (Ctrl-C)."""
         self._dispatcher.close(cancel_queued=True, stop=True)
         if self.backend == "threading":
             return
-        for pid in self._dispatcher.worker_pids():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        # Workers seen running our calls, plus loky workers that may not have reported yet
+        # (still starting, or holding a call that did not start): on Ctrl-C the shared loky
+        # pool goes down anyway, and loky's exit handler would wait for its running calls.
+        pids = self._dispatcher.worker_pids() | _loky_workers()
+        for pid in pids:
+            # A PID seen long ago may belong to another process by now: only our children.
+            if _is_child(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._dispatcher.close(cancel_queued=cancel_futures)
