@@ -100,6 +100,35 @@ def _park_local(wake: threading.Event, seconds: float) -> None:
     wake.wait(seconds)
 
 
+class _ExitNoiseFilter(logging.Filter):
+    """Drop loky's "exception calling callback" reports of a pool shut down at exit.
+
+    An executor never shut down may have a park task in joblib's prefetch buffer when the
+    interpreter exits; loky shuts its pool down first, and joblib's callback then fails to
+    dispatch it. Nothing is lost (the task only held a worker), so say nothing. (A real loss
+    of our calls still reaches their futures through the round's exception.)
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or type(exc).__name__ != "ShutdownExecutorError":
+            return True
+        # Only while one of our rounds runs: other joblib users' reports stay untouched.
+        return not any(d._round is not None for d in list(_dispatchers))
+
+
+_dispatchers: weakref.WeakSet[_Dispatcher] = weakref.WeakSet()
+_exit_filter_installed = False
+
+
+def _install_exit_filter(dispatcher: _Dispatcher) -> None:
+    global _exit_filter_installed
+    _dispatchers.add(dispatcher)
+    if not _exit_filter_installed:
+        _exit_filter_installed = True
+        logging.getLogger("concurrent.futures").addFilter(_ExitNoiseFilter())
+
+
 # -- the dispatcher ----------------------------------------------------------------------
 
 @dataclass(eq=False)
@@ -144,6 +173,8 @@ class _Dispatcher:
         # Also removed at interpreter exit if the executor was never shut down.
         self._remove_marks = weakref.finalize(self, shutil.rmtree, self._marks, True) \
             if self._marks else (lambda: None)
+        if not self._local:
+            _install_exit_filter(self)
         self._thread = threading.Thread(target=self._serve, name=f"anyexec-joblib-{name}",
                                         daemon=True)
         self._thread.start()
