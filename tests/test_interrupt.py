@@ -19,7 +19,7 @@ SCRIPT = Path(__file__).parent / "scripts" / "long_map.py"
 # (backend, how long each task sleeps). Threads cannot be stopped from outside, so there a
 # running task ends on its own: its tasks are short, and the bound below covers them.
 CASES = [("processes", 30.0), ("serial", 30.0), ("threads", 2.0), ("joblib", 30.0),
-         ("pathos", 30.0), ("dask", 30.0), ("ray", 30.0)]
+         ("pathos", 30.0), ("dask", 30.0), ("ray", 30.0), ("loky", 30.0), ("mpi", 30.0)]
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

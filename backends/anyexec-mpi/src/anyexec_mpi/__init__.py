@@ -12,17 +12,28 @@ mpi4py is imported when an executor is created, never when anyexec lists its bac
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from anyexec_mpi._children import children, kill_trees
 from anyexec_mpi._launcher import put_mpiexec_on_path
 
 __all__ = ["MPIBackend"]
 
 log = logging.getLogger("anyexec")
+
+
+def _exit_after_interrupt() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(130)  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
 def _launched_pool() -> tuple[bool, int]:
@@ -78,10 +89,14 @@ class MPIBackend:
                 options["python_exe"] = python_exe
             if env is not None:
                 options["env"] = dict(env)
+        before = children(os.getpid())
         self._pool = MPIPoolExecutor(**options)
         # Start the workers now: spawn errors surface in get_executor, and MPI may grant fewer
         # processes than asked ("soft" spawn), which is the real concurrency.
         self.max_workers: int = self._pool.num_workers
+        # The process trees this pool spawned (MPICH's mpiexec and its workers), by PID, so
+        # that terminate() stops exactly what this executor started.
+        self._spawned = children(os.getpid()) - before
         if self.max_workers < 1:
             self._pool.shutdown(wait=False)
             raise RuntimeError("mpi4py.futures could not start any MPI worker")
@@ -97,6 +112,21 @@ class MPIBackend:
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         future: Future[Any] = self._pool.submit(fn, *args, **kwargs)
         return future
+
+    def terminate(self) -> None:
+        """Ctrl-C: kill the workers this executor spawned, then release the pool.
+
+        Under ``mpiexec`` the workers are not ours; ``mpiexec`` forwards the interrupt to them.
+        """
+        spawned, self._spawned = self._spawned, set()
+        kill_trees(spawned)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if spawned:
+            # mpi4py's manager thread now waits forever for replies from the killed workers,
+            # and mpi4py has the interpreter join it at exit. MPI's fault model is that the job
+            # ends when a process dies: end this one promptly, through the same pre-join hook
+            # mpi4py registers itself with, after the interrupt's traceback was printed.
+            threading._register_atexit(_exit_after_interrupt)  # type: ignore[attr-defined]
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
