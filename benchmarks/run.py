@@ -157,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    ({backend}: {time.monotonic() - began:.1f} s)", flush=True)
             cases.extend(got)
     cases.sort(key=lambda c: WORKLOADS.index(c["workload"]))
-    starts = run_starts(backends, sizes.reps, timeout) if "start" in workloads else []
+    # Fresh-interpreter start-ups of Ray take seconds each: quick mode takes two of each.
+    start_reps = sizes.reps if mode == "full" else min(2, sizes.reps)
+    starts = run_starts(backends, start_reps, timeout) if "start" in workloads else []
     info["load_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     text = table(cases, starts)
     lines = verdicts(cases, starts)
