@@ -56,3 +56,10 @@ def test_a_stalled_consumer_stops_the_input() -> None:
         time.sleep(0.5)
         assert next(pulled) == first + 1, "input kept being pulled while nobody consumed"
         results.close()  # type: ignore[attr-defined]
+
+
+def test_many_single_item_tasks_do_not_fill_the_workers_report_pipe() -> None:
+    # Each task reports which worker started it; 5,000 one-item chunks exceed what a pipe holds
+    # unless the reports are read as tasks finish.
+    with anyexec.get_executor("processes", max_workers=2) as ex:
+        assert sum(ex.map(abs, range(5_000), chunksize=1, timeout=120)) == sum(range(5_000))

@@ -132,6 +132,9 @@ class ProcessesBackend:
 
     def _settle(self, outer: ChainedFuture, inner: Future[Any], pool: _Pool,
                 token: int, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
+        # Every task writes one report when it starts: read them as tasks finish, or the pipe
+        # fills after a few thousand tasks and the workers block writing to it.
+        pool.drain()
         if inner.cancelled():
             outer.cancel()
             return
@@ -182,7 +185,7 @@ class _Pool:
         self._pids: set[int] = set()  # the workers, as they reported themselves
         self._closed = False
 
-    def _drain(self) -> None:
+    def drain(self) -> None:
         with self._lock:
             while not self._closed and not self._reports.empty():
                 pid, token = self._reports.get()
@@ -192,11 +195,11 @@ class _Pool:
                     self._started[token] = pid
 
     def worker_of(self, token: int) -> int | None:
-        self._drain()
+        self.drain()
         return self._started.get(token)
 
     def kill_workers(self) -> None:
-        self._drain()
+        self.drain()
         for pid in self._pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
@@ -205,7 +208,7 @@ class _Pool:
         self.executor.shutdown(wait=wait, cancel_futures=cancel_futures)
         # Read what the workers reported before closing the pipe: callbacks of crashed tasks
         # may still ask which worker ran them.
-        self._drain()
+        self.drain()
         with self._lock:
             self._closed = True
             self._reports.close()
