@@ -13,7 +13,7 @@ import os
 import pickle
 import sys
 import threading
-import uuid
+import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
@@ -122,6 +122,11 @@ class Executor(concurrent.futures.Executor):
         last = self._last_payload
         if last is not None and last[0] is fn:
             return last[1]
+        data = _pickle_by_reference(fn)
+        if data is not None:
+            payload = PickledCallable(os.urandom(16).hex(), data, tuple(sys.path), False)
+            self._last_payload = (fn, payload)
+            return payload
         import cloudpickle
 
         try:
@@ -134,7 +139,7 @@ class Executor(concurrent.futures.Executor):
                 "connection): create that object inside the function, or use backend "
                 "'threads'."
             ) from why
-        payload = PickledCallable(uuid.uuid4().hex, bytes(data), tuple(sys.path))
+        payload = PickledCallable(os.urandom(16).hex(), bytes(data), tuple(sys.path), True)
         self._last_payload = (fn, payload)
         return payload
 
@@ -247,6 +252,26 @@ class Executor(concurrent.futures.Executor):
     def __repr__(self) -> str:
         state = "shut down" if self._shut else "open"
         return f"<anyexec.Executor backend={self.backend!r} max_workers={self.max_workers} {state}>"
+
+
+def _pickle_by_reference(fn: Callable[..., Any]) -> bytes | None:
+    """Plain pickle for a module-level function (sent by name), else None.
+
+    Importing cloudpickle costs tens of milliseconds at the first task, and a function that
+    lives in an importable module needs none of it. Functions from ``__main__``, lambdas,
+    closures and anything else go through cloudpickle, which sends them by value.
+    """
+    if not isinstance(fn, (types.FunctionType, types.BuiltinFunctionType)):
+        return None
+    module = getattr(fn, "__module__", None)
+    if module in (None, "__main__", "__mp_main__") or "<" in fn.__qualname__:
+        return None
+    if isinstance(fn, types.FunctionType) and fn.__closure__:
+        return None
+    try:
+        return pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return None
 
 
 def _validate_map(fn: Any, iterables: tuple[Any, ...], *, timeout: Any, chunksize: Any,

@@ -14,8 +14,7 @@ import queue
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError, Future
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from anyexec._chunking import Chunker
 from anyexec._errors import RemoteTraceback, SerializationError, WorkerCrashedError
@@ -31,8 +30,7 @@ _CRASH_CAUSES = (
 )
 
 
-@dataclass(frozen=True)
-class MapRequest:
+class MapRequest(NamedTuple):
     """Everything ``map`` was asked to do, already validated."""
 
     fn: Callable[..., Any]
@@ -48,18 +46,21 @@ class MapRequest:
     task_timeout: float | None = None
 
 
-@dataclass
 class _Chunk:
-    seq: int
-    start: int
-    items: list[Any]
-    values: list[Any] = field(default_factory=list)
-    waiting: int = 0
-    errors: dict[int, BaseException] = field(default_factory=dict)
+    """Consecutive input items submitted together, and what came back for them."""
+
+    __slots__ = ("errors", "items", "seq", "start", "values", "waiting")
+
+    def __init__(self, seq: int, start: int, items: list[Any]) -> None:
+        self.seq = seq
+        self.start = start
+        self.items = items
+        self.values: list[Any] = []
+        self.waiting = 0  # submissions not yet finished (the chunk, then retried items)
+        self.errors: dict[int, BaseException] = {}
 
 
-@dataclass
-class _Task:
+class _Task(NamedTuple):
     chunk: _Chunk
     # None: the whole chunk; otherwise the one position being retried.
     position: int | None
@@ -195,7 +196,7 @@ class MapRun:
                 self._exhausted = True
             if not items:
                 break
-            chunk = _Chunk(next(self._seq), self._pulled, items, waiting=0)
+            chunk = _Chunk(next(self._seq), self._pulled, items)
             self._pulled += len(items)
             self._items_open += len(items)
             self._open[chunk.seq] = chunk

@@ -7,18 +7,20 @@ by ``anyexec backends`` and raised when that backend is requested; the others ke
 
 from __future__ import annotations
 
-import difflib
-import importlib.metadata as metadata
 import importlib.util
 import logging
-import platform
 import threading
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from anyexec._errors import BackendUnavailableError, UnknownBackendError
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
+# importlib.metadata, difflib and platform are imported where they are used: together they
+# cost more than the rest of `import anyexec`, and most programs never list backends.
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -50,8 +52,7 @@ class BackendConflictWarning(UserWarning):
     """Two installed distributions register the same backend name."""
 
 
-@dataclass(frozen=True)
-class BackendInfo:
+class BackendInfo(NamedTuple):
     """What anyexec knows about one backend, without starting it."""
 
     name: str
@@ -65,16 +66,19 @@ class BackendInfo:
     aliases: tuple[str, ...] = ()
 
 
-@dataclass
 class _Entry:
-    name: str
-    source: str
-    target: str  # "module:attr", or a description for run-time registrations
-    loader: Callable[[], Any]
-    factory: Any = None
-    error: BaseException | None = None
-    loaded: bool = False
-    shadowed: list[str] = field(default_factory=list)
+    """One registered name: where it comes from and, once loaded, its factory or error."""
+
+    def __init__(self, name: str, source: str, target: str,
+                 loader: Callable[[], Any]) -> None:
+        self.name = name
+        self.source = source
+        self.target = target  # "module:attr", or a description for run-time registrations
+        self.loader = loader
+        self.factory: Any = None
+        self.error: BaseException | None = None
+        self.loaded = False
+        self.shadowed: list[str] = []
 
     def load(self) -> Any:
         if not self.loaded:
@@ -88,7 +92,7 @@ class _Entry:
         return self.factory
 
 
-def _entry_point_loader(ep: metadata.EntryPoint) -> Callable[[], Any]:
+def _entry_point_loader(ep: EntryPoint) -> Callable[[], Any]:
     return ep.load
 
 
@@ -108,7 +112,9 @@ class Registry:
         with self._lock:
             if self._entries is not None:
                 return self._entries
-            claims: dict[str, list[tuple[str, metadata.EntryPoint]]] = {}
+            from importlib import metadata
+
+            claims: dict[str, list[tuple[str, EntryPoint]]] = {}
             seen: set[tuple[str, str, str]] = set()
             for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
                 dist = ep.dist.name if ep.dist is not None else "unknown"
@@ -186,6 +192,8 @@ class Registry:
         if key in aliases:
             return aliases[key]
         known = sorted(set(entries) | set(_BUILTIN_ALIASES) | set(aliases))
+        import difflib
+
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
         installed = [n for n in sorted(entries) if self.info(n).available]
         suggestion = f" Did you mean {close[0]!r}?" if close else ""
@@ -243,15 +251,27 @@ class Registry:
         version: str | None = None
         if engine and reason is None:
             try:
-                version = metadata.version(engine)
-            except metadata.PackageNotFoundError:
+                version = _distribution_version(engine)
+            except LookupError:
                 version = None
         elif factory is not None and entry.source == _OWN_DISTRIBUTION and not engine:
+            import platform
+
             version = f"Python {platform.python_version()}"
         aliases = {a for a, n in _BUILTIN_ALIASES.items() if n == name}
         aliases.update(str(a).lower() for a in getattr(factory, "aliases", ()) or ())
         return BackendInfo(name, reason is None, reason, version, entry.source,
                            tuple(sorted(aliases)))
+
+
+def _distribution_version(name: str) -> str:
+    """The installed version of distribution ``name``; LookupError if it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError as exc:
+        raise LookupError(name) from exc
 
 
 def _importable(module: str) -> bool:

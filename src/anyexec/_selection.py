@@ -9,12 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from anyexec._context import CURRENT_USE
 from anyexec._registry import registry
-from anyexec._spec import parse_spec
 from anyexec._worker import in_worker
 
 if TYPE_CHECKING:
@@ -26,8 +24,7 @@ ENV_VAR = "ANYEXEC_BACKEND"
 DEFAULT_BACKEND = "processes"
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(NamedTuple):
     """A backend chosen and its options checked and converted, ready to instantiate."""
 
     name: str
@@ -73,6 +70,7 @@ def resolve(spec: str | None, options: Mapping[str, Any]) -> Resolved:
     # Imported here: signature inspection pulls in inspect and typing, which `import anyexec`
     # should not pay for.
     from anyexec._options import option_schema
+    from anyexec._spec import parse_spec
 
     text, kw, origin = _choose(spec, options)
     parsed = parse_spec(text, origin=origin)

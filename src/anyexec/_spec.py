@@ -7,7 +7,7 @@ example ``processes?max_workers=8`` or ``dask://10.0.0.5:8786?retries=2``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import parse_qsl, unquote
 
 __all__ = ["ParsedSpec", "parse_spec"]
@@ -15,13 +15,12 @@ __all__ = ["ParsedSpec", "parse_spec"]
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
 
 
-@dataclass(frozen=True)
-class ParsedSpec:
+class ParsedSpec(NamedTuple):
     """A spec string split into its parts; option values are still strings."""
 
     name: str
-    address: str | None = None
-    options: dict[str, str] = field(default_factory=dict)
+    address: str | None
+    options: dict[str, str]
 
 
 def parse_spec(spec: str, *, origin: str = "spec") -> ParsedSpec:

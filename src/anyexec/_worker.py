@@ -16,8 +16,7 @@ import traceback
 from collections import OrderedDict
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from anyexec._context import CURRENT_USE
 
@@ -48,8 +47,7 @@ def in_worker() -> bool:
     return _IN_WORKER.get()
 
 
-@dataclass(frozen=True)
-class PickledCallable:
+class PickledCallable(NamedTuple):
     """The user's function, cloudpickled once in the caller.
 
     ``token`` identifies it so that each worker process unpickles it once, not once per chunk.
@@ -61,6 +59,8 @@ class PickledCallable:
     token: str
     data: bytes
     sys_path: tuple[str, ...]
+    #: True when ``data`` came from cloudpickle (then the worker imports it to load it).
+    cloudpickled: bool = True
 
 
 class _FunctionCache:
@@ -82,7 +82,8 @@ class _FunctionCache:
         for entry in payload.sys_path:
             if entry not in sys.path:
                 sys.path.append(entry)
-        import cloudpickle  # noqa: F401  (registers reducers cloudpickle output may need)
+        if payload.cloudpickled:
+            import cloudpickle  # noqa: F401  (registers reducers cloudpickle output may need)
 
         fn: Callable[..., Any] = pickle.loads(payload.data)
         with self._lock:
@@ -95,8 +96,7 @@ class _FunctionCache:
 _functions = _FunctionCache()
 
 
-@dataclass
-class Failure:
+class Failure(NamedTuple):
     """An exception raised by one call, with what the caller needs to report it."""
 
     position: int
@@ -105,12 +105,11 @@ class Failure:
     item_repr: str
 
 
-@dataclass
-class ChunkOutcome:
+class ChunkOutcome(NamedTuple):
     """The results of one chunk, in order; failed positions hold ``None``."""
 
     values: list[Any]
-    failures: list[Failure] = field(default_factory=list)
+    failures: list[Failure]
     elapsed: float = 0.0
 
 

@@ -4,9 +4,13 @@ With no ``address`` the executor uses the Ray already initialised in this proces
 local one sized for ``max_workers`` tasks and stops it when the last executor using it shuts
 down. With an ``address`` it joins that cluster as a driver and never stops the cluster.
 
-``max_workers`` is enforced here, not left to Ray's scheduler: at most that many Ray tasks are
-in flight, the rest wait in a local queue where cancelling them costs nothing. Ray's own task
-retries are off, so a dead worker fails its future at once and ``map(retries=...)`` decides.
+``max_workers`` holds on every Ray. On a Ray we do not control (the user's, a cluster) it is
+enforced here: at most that many Ray tasks are in flight, the rest wait in a local queue where
+cancelling them costs nothing. On a local Ray this executor started, Ray is sized so that its
+own scheduler runs at most ``max_workers`` of our tasks at once; there up to twice that many
+are handed to Ray, so a worker that finishes a task finds the next one already waiting instead
+of idling for a round trip through this process. Ray's own task retries are off, so a dead
+worker fails its future at once and ``map(retries=...)`` decides.
 
 ``ray.cancel`` is never called: in Ray 2.60 a cancel that races with the task's completion
 aborts the whole driver process ("Check failed: it != submissible_tasks_.end()", see
@@ -134,8 +138,9 @@ class RayBackend:
     install_hint = "pip install 'anyexec[ray]'"
     pickles = True
     # Measured on a local Ray (2 cores): ~1 ms per task when Ray pipelines many; ~2.8 ms per
-    # task through this backend, which waits for a task to finish before it sends the next.
-    # Chunks then aim at ~0.2 s, so the overhead stays around 1-2 %.
+    # task when a task is sent only after the previous one finished (the exact gate, used on a
+    # Ray this executor did not start). Chunks then aim at ~0.2 s, so the overhead stays
+    # around 1-2 %.
     task_overhead = 2e-3
     # Tasks run on the main thread of a Ray worker process, so task_timeout's alarm works.
     capabilities = frozenset({"recovers_from_worker_death", "isolated", "interrupts_tasks"})
@@ -185,6 +190,15 @@ class RayBackend:
             max_workers = (os.cpu_count() or 1) if started and address is None else (
                 self._cluster_workers(ray, cpus_per_task))
         self.max_workers: int = max_workers
+        # Calls handed to Ray at once (see the module docstring). Only where Ray itself keeps
+        # the bound: a local Ray we started, whose CPUs allow at most max_workers of our tasks.
+        # Never with num_cpus=0 (Ray would run them all at once), never on a Ray we joined (its
+        # CPUs may exceed max_workers, or grow with an autoscaler).
+        self._window: int = max_workers
+        if started and self._address is None and cpus_per_task > 0:
+            ray_cpus = max(1, math.ceil(max_workers * cpus_per_task))  # as _connect sized it
+            if math.floor(ray_cpus / cpus_per_task) <= max_workers:
+                self._window = 2 * max_workers
         self._task_options: dict[str, Any] = {"max_retries": 0}
         if num_cpus is not None:
             self._task_options["num_cpus"] = num_cpus
@@ -281,7 +295,7 @@ class RayBackend:
             if self._closed:
                 raise RuntimeError("cannot schedule new futures after shutdown (ray backend)")
             self._jobs.add(job)
-            if self._in_flight < self.max_workers and not self._queue:
+            if self._in_flight < self._window and not self._queue:
                 self._in_flight += 1
                 launch = True
             else:
@@ -352,7 +366,7 @@ class RayBackend:
                 while True:
                     while self._queue and self._queue[0].future.cancelled():
                         self._jobs.discard(self._queue.popleft())
-                    if self._queue and self._in_flight < self.max_workers:
+                    if self._queue and self._in_flight < self._window:
                         job = self._queue.popleft()
                         self._in_flight += 1
                         break
