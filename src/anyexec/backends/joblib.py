@@ -35,6 +35,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from anyexec._selection import check_max_workers
+
 if TYPE_CHECKING:
     from joblib import Parallel
 
@@ -481,9 +483,7 @@ class JoblibBackend:
             raise ValueError(
                 f"joblib backend must be one of {', '.join(map(repr, _NAMES))}, got {backend!r}"
             )
-        if max_workers is not None and (isinstance(max_workers, bool)
-                                        or not isinstance(max_workers, int) or max_workers < 1):
-            raise ValueError(f"max_workers must be an int >= 1 or None, got {max_workers!r}")
+        check_max_workers(max_workers, origin="the joblib backend")
         self.max_workers = max_workers or os.cpu_count() or 1
         self.backend = backend
         # Threads share the caller's memory: nothing to pickle, nothing isolated.

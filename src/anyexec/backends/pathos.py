@@ -37,6 +37,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from anyexec._selection import check_max_workers
+from anyexec.backends._pids import alive
+
 __all__ = ["PathosBackend", "WorkerLostError"]
 
 log = logging.getLogger("anyexec")
@@ -121,21 +124,6 @@ def _pp_task(call: bytes, mark: str) -> bytes:
 
 # -- the pool and its health ---------------------------------------------------------------
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        # A dead worker not yet reaped by the pool is a zombie: count it as dead.
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 @dataclass(eq=False)
 class _Generation:
     """One pathos pool and what its workers reported; replaced when a worker dies."""
@@ -181,9 +169,7 @@ class PathosBackend:
             raise ValueError(
                 f"pathos pool must be one of {', '.join(map(repr, _KINDS))}, got {pool!r}"
             )
-        if max_workers is not None and (isinstance(max_workers, bool)
-                                        or not isinstance(max_workers, int) or max_workers < 1):
-            raise ValueError(f"max_workers must be an int >= 1 or None, got {max_workers!r}")
+        check_max_workers(max_workers, origin="the pathos backend")
         self.max_workers = max_workers or os.cpu_count() or 1
         self.pool = pool
         # Threads share the caller's memory: nothing to pickle, nothing isolated.
@@ -249,12 +235,12 @@ class PathosBackend:
             return
         if gen.reports is not None:
             gen.drain()
-            dead = {pid for pid in gen.pids if not _alive(pid)}
+            dead = {pid for pid in gen.pids if not alive(pid)}
         elif self._marks:
             pid = self._marked_pid(token)
             if pid is not None:
                 gen.started[token] = pid
-            dead = {pid} if pid is not None and not _alive(pid) else set()
+            dead = {pid} if pid is not None and not alive(pid) else set()
         else:
             return
         if not dead:
@@ -426,7 +412,7 @@ class PathosBackend:
             gen, self._generation = self._generation, None
             if gen is not None:
                 gen.drain()
-                healthy = all(_alive(pid) for pid in gen.pids)
+                healthy = all(alive(pid) for pid in gen.pids)
         if gen is not None and healthy:
             _release(gen)
         elif gen is not None:

@@ -22,6 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Literal
 
 from anyexec._futures import ChainedFuture
+from anyexec.backends._pids import alive
 
 __all__ = ["ProcessesBackend"]
 
@@ -49,21 +50,6 @@ def _init_worker(reports: Any) -> None:
 def _tracked(token: int, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     _reports.put((os.getpid(), token))
     return fn(*args, **kwargs)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); it is dead for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 class ProcessesBackend:
@@ -141,7 +127,7 @@ class ProcessesBackend:
         exc = inner.exception()
         if isinstance(exc, BrokenProcessPool):
             pid = pool.worker_of(token)
-            if not self._stopped and (pid is None or _alive(pid)):
+            if not self._stopped and (pid is None or alive(pid)):
                 # An innocent victim of another task's crash: run it again on a fresh pool.
                 log.debug("anyexec: resubmitting task %d after a worker crash", token)
                 self._send(outer, fn, args, kwargs)
