@@ -236,13 +236,44 @@ def test_function_whose_module_workers_cannot_import_is_reported_with_the_fix(
 
 def test_cancelling_a_queued_task_keeps_it_from_ever_running(local: anyexec.Executor,
                                                             tmp_path: Path) -> None:
-    # Two tasks reach Dask (one per worker); the rest wait in anyexec's queue.
+    # Four tasks reach Dask (two per one-thread worker); the rest wait in anyexec's queue.
     futures = [local.submit(tasks.record_and_sleep, i, str(tmp_path), 0.4) for i in range(6)]
     assert futures[5].cancel()
     assert not futures[0].cancel()  # handed to Dask: it may already run
     assert [f.result(timeout=60) for f in futures[:5]] == [0, 1, 2, 3, 4]
     assert futures[5].cancelled()
     assert sorted(p.name for p in tmp_path.glob("*.started")) == [f"{i}.started" for i in range(5)]
+
+
+def test_local_cluster_with_exact_slots_keeps_two_tasks_per_slot_in_dask(
+    local: anyexec.Executor, tmp_path: Path
+) -> None:
+    backend: Any = local._backend
+    futures = [local.submit(tasks.record_and_sleep, i, str(tmp_path), 0.4) for i in range(8)]
+    assert len(backend._sent) + sum(f.done() for f in futures) >= 4
+    assert len(backend._sent) <= 4
+    assert [f.result(timeout=60) for f in futures] == list(range(8))
+
+
+def test_connected_style_gate_is_kept_when_threads_outnumber_max_workers(
+    from_spec: anyexec.Executor,
+) -> None:
+    assert from_spec._backend._in_flight == 3
+
+
+def test_task_waiting_behind_one_that_kills_its_worker_runs_and_only_the_killer_fails(
+    tmp_path: Path,
+) -> None:
+    # One one-thread worker, two tasks in Dask: task 1 waits on the worker that task 0 kills.
+    # Dask fails both with KilledWorker; task 1 never started, so it must run again.
+    with anyexec.get_executor("dask", max_workers=1) as ex:
+        assert ex._backend._in_flight == 2
+        killer = ex.submit(tasks.kill_worker, 3)
+        bystander = ex.submit(tasks.record_and_sleep, 1, str(tmp_path), 0.0)
+        with pytest.raises(anyexec.WorkerCrashedError, match="KilledWorker"):
+            killer.result(timeout=120)
+        assert bystander.result(timeout=120) == 1
+        assert (tmp_path / "1.started").exists()
 
 
 def test_threads_instead_of_processes_run_tasks_in_this_process() -> None:
@@ -254,13 +285,15 @@ def test_threads_instead_of_processes_run_tasks_in_this_process() -> None:
 def test_terminate_kills_the_local_workers_and_fails_their_tasks(tmp_path: Path) -> None:
     ex = anyexec.get_executor("dask", max_workers=2)
     try:
-        futures = [ex.submit(tasks.record_and_sleep, i, str(tmp_path), 120) for i in range(5)]
+        futures = [ex.submit(tasks.record_and_sleep, i, str(tmp_path), 120) for i in range(6)]
         _wait_for(lambda: len(list(tmp_path.glob("*.started"))) >= 2, "two tasks to start")
         ex._backend.terminate()
-        assert all(f.cancelled() for f in futures[2:])  # still in anyexec's queue: dropped
-        _done, not_done = concurrent.futures.wait(futures[:2], timeout=60)
-        assert not not_done, "terminate() left tasks running"
-        for future in futures[:2]:  # killed (KilledWorker) or cancelled, whichever came first
+        assert all(f.cancelled() for f in futures[4:])  # still in anyexec's queue: dropped
+        _done, not_done = concurrent.futures.wait(futures[:4], timeout=60)
+        assert not not_done, "terminate() left tasks running or waiting in Dask"
+        # Two ran, two waited on their workers: killed (KilledWorker) or cancelled, whichever
+        # came first; none is sent again after terminate().
+        for future in futures[:4]:
             with pytest.raises(anyexec.WorkerCrashedError, match=r"KilledWorker|cancelled"):
                 future.result()
     finally:

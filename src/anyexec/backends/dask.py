@@ -7,9 +7,12 @@ Without an address the executor starts its own ``LocalCluster`` (worker processe
 connects a ``Client`` to a running scheduler and never closes that cluster.
 
 Tasks do not go to Dask as soon as they are submitted: this adapter keeps them in a local queue
-and sends at most ``max_workers`` to the scheduler at a time. That makes ``max_workers`` mean
-"tasks running at once" on a cluster of any size, and makes cancelling a queued task exact:
-it never reached Dask, so it cannot start.
+and sends a bounded number to the scheduler at a time. On a cluster it connected to, that bound
+is ``max_workers``: it makes ``max_workers`` mean "tasks running at once" on a cluster of any
+size. On the local cluster it started with exactly ``max_workers`` threads, Dask itself never
+runs more than that, so it sends twice as many: each thread finds its next task waiting on its
+worker instead of idling for a round trip through this process. Either way cancelling a queued
+task is exact: it never reached Dask, so it cannot start.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import logging
 import math
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -54,6 +59,14 @@ _MAIN_GUARD = (
 )
 
 
+# On a local cluster whose threads number exactly max_workers, this many tasks per slot are in
+# Dask at once: the one running and the next, already on its worker.
+_AHEAD = 2
+# Suffix of the marker file a task leaves when it has finished (see _run_marked).
+_DONE = ".done"
+_MAX_RESENDS = 3
+
+
 class DaskTaskLostError(RuntimeError):
     """Dask could not run a task: it was dropped, or the function failed to load on a worker."""
 
@@ -67,6 +80,8 @@ class _Job:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     remote: Any = field(default=None)  # the distributed.Future once sent
+    marker: str | None = field(default=None)  # file the task creates when it starts
+    resent: int = 0  # times sent again after dying with a worker another task killed
 
 
 class _Shared:
@@ -188,6 +203,17 @@ class DaskBackend:
         except BaseException:
             self._close_resources()
             raise
+        # Dask's own slots enforce max_workers only on the cluster we started with exactly that
+        # many threads (threads_per_worker=2 and max_workers=3 leave a thread to spare).
+        exact_slots = self._cluster is not None and n_workers * threads_per_worker == \
+            self.max_workers
+        self._in_flight = self.max_workers * (_AHEAD if exact_slots else 1)
+        # A task waiting on a worker behind the one that kills it dies with it (Dask fails
+        # every task assigned to a dead worker). Each task leaves a marker file when it starts,
+        # so one that died without starting is sent again instead of reported as a crash.
+        self._markers = tempfile.mkdtemp(prefix="anyexec-dask-") \
+            if exact_slots and processes else None
+        self._halted = False  # terminate() or shutdown(cancel_futures=True): send nothing again
         self._stopped = False
         self._start_collector()
         self._check_resources_exist()
@@ -266,30 +292,58 @@ class DaskBackend:
         return arg.ref
 
     def _dispatch(self) -> None:
-        """Send queued jobs to Dask while fewer than ``max_workers`` are there."""
+        """Send queued jobs to Dask while fewer than the in-flight bound are there."""
         with self._lock:
             # Sending under the lock keeps Dask's arrival order equal to submission order.
-            # Exactly max_workers tasks in Dask, none waiting on a worker: a task queued there
-            # could not be cancelled, and would die with a worker it never ran on.
-            while self._queue and len(self._sent) < self.max_workers:
+            # On a cluster we only connected to, exactly max_workers tasks in Dask, none
+            # waiting on a worker: that is what bounds the tasks running at once there.
+            while self._queue and len(self._sent) < self._in_flight:
                 job = self._queue.popleft()
                 if not job.future.set_running_or_notify_cancel():
                     continue  # cancelled while queued: it never reaches Dask
-                # Keyword arguments ride in a partial: as keywords of client.submit, names such
-                # as "priority" or "key" would be taken for Dask's own.
-                fn = partial(job.fn, **job.kwargs) if job.kwargs else job.fn
-                try:
-                    job.remote = self._client.submit(
-                        fn, *map(self._resolve, job.args), pure=False,
-                        resources=self._resources, retries=self._retries or None,
-                        priority=self._priority,
-                    )
-                except BaseException as exc:
-                    job.future.set_exception(exc)
-                    continue
-                self._sent[job.remote.key] = job
-                self._completed.add(job.remote)
+                self._send(job)
             self._wake.notify()
+
+    def _send(self, job: _Job) -> None:
+        """Hand ``job`` to Dask (under the lock); a failure to send fails its future."""
+        # Keyword arguments ride in a partial: as keywords of client.submit, names such as
+        # "priority" or "key" would be taken for Dask's own.
+        fn = partial(job.fn, **job.kwargs) if job.kwargs else job.fn
+        if self._markers is not None:
+            job.marker = os.path.join(self._markers, f"{id(job)}-{os.urandom(6).hex()}")
+            fn = partial(_run_marked, job.marker, fn)
+        try:
+            job.remote = self._client.submit(
+                fn, *map(self._resolve, job.args), pure=False,
+                resources=self._resources, retries=self._retries or None,
+                priority=self._priority,
+            )
+        except BaseException as exc:
+            job.future.set_exception(exc)
+            return
+        self._sent[job.remote.key] = job
+        self._completed.add(job.remote)
+
+    def _died_innocent(self, job: _Job) -> bool:
+        """Whether ``job`` died with a worker some other task killed, without being the cause.
+
+        Dask fails every task assigned to a dead worker: one still waiting there (it never
+        started), and one that had just finished (its result and the worker's report of it
+        died with the worker, as the next task killed it). Neither crashed anything.
+        """
+        if job.marker is None or job.remote.status != "error" or self._halted or \
+                job.resent >= _MAX_RESENDS:
+            # Capped: should the marker files fail (a full disk), a task that kills its worker
+            # must not be taken for a bystander and sent again forever.
+            return False
+        from distributed import KilledWorker
+
+        try:
+            killed = isinstance(job.remote.exception(), KilledWorker)
+        except Exception:
+            return False
+        return killed and (not os.path.exists(job.marker)
+                           or os.path.exists(job.marker + _DONE))
 
     def _start_collector(self) -> None:
         from distributed import as_completed
@@ -335,6 +389,18 @@ class DaskBackend:
                         self._sent[job.remote.key] = job
                         self._completed.add(job.remote)
                     continue
+                if self._died_innocent(job):
+                    # A bystander of another task's crash: it never ran (running it now keeps
+                    # it exactly-once), or it finished and only its result was lost (Dask
+                    # recomputes lost results too). The crash is reported only for the task
+                    # that was running when its worker died.
+                    with self._lock:
+                        if not self._halted:
+                            _forget_marker(job)
+                            job.resent += 1
+                            self._send(job)
+                            continue
+                _forget_marker(job)
                 lost_input = any(isinstance(a, _Shared) and a.ref.status != "finished"
                                  for a in job.args)
                 _settle(job.future, job.remote, values, lost_input)
@@ -358,6 +424,7 @@ class DaskBackend:
         Workers of a cluster we connected to are not ours to kill: their running tasks finish.
         """
         with self._lock:
+            self._halted = True
             queued = list(self._queue)
             self._queue.clear()
             sent = [job.remote for job in self._sent.values()]
@@ -387,6 +454,7 @@ class DaskBackend:
             if self._closed:
                 return
             self._closed = True
+            self._halted = self._halted or cancel_futures
             queued = list(self._queue) if cancel_futures else []
         for job in queued:
             job.future.cancel()
@@ -417,6 +485,9 @@ class DaskBackend:
             wake = getattr(self, "_wake", None)
             if wake is not None:
                 wake.notify_all()
+        markers = getattr(self, "_markers", None)
+        if markers is not None:
+            shutil.rmtree(markers, ignore_errors=True)
         if self._owns_client:
             with contextlib.suppress(Exception):
                 self._client.close()
@@ -431,6 +502,24 @@ class DaskBackend:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _run_marked(marker: str, fn: Callable[..., Any], /, *args: Any) -> Any:
+    """On a worker: note (in empty files) that the task started, and that it finished."""
+    with contextlib.suppress(OSError):
+        open(marker, "x").close()
+    try:
+        return fn(*args)
+    finally:
+        with contextlib.suppress(OSError):
+            open(marker + _DONE, "x").close()
+
+
+def _forget_marker(job: _Job) -> None:
+    if job.marker is not None:
+        for path in (job.marker, job.marker + _DONE):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def _settle(future: Future[Any], remote: Any, values: dict[Any, Any], lost_input: bool) -> None:
