@@ -66,6 +66,14 @@ def wait_for_file(path: str) -> str:
     return "released"
 
 
+def hold(x: int, folder: str, release: str) -> int:
+    """Record start and end times; in between, wait for the ``release`` file."""
+    Path(folder, f"{x}.start").write_text(repr(time.time()))
+    wait_for_file(release)
+    Path(folder, f"{x}.end").write_text(repr(time.time()))
+    return x
+
+
 def interrupt_inside(ex: anyexec.Executor) -> None:
     """Leave the executor's ``with`` block by Ctrl-C."""
     with ex:
@@ -141,8 +149,10 @@ class TestLocalRayStartedByTheExecutor:
             assert pids
             # A second executor while the first is open reuses its Ray.
             second = anyexec.get_executor("ray", max_workers=2)
+            # All 12 calls are handed to Ray at once (the map's window allows 14); Ray's own
+            # scheduler, on the 6 CPUs it was given, must still run only 6 at a time.
             fn = partial(meet, folder=str(meeting), expected=6)
-            assert sorted(ex.map(fn, range(6), chunksize=1)) == list(range(6))
+            assert sorted(ex.map(fn, range(12), chunksize=1)) == list(range(12))
             assert peak_overlap(meeting) == 6
             # Ctrl-C in the second executor's block abandons its running call, but the Ray
             # stays up for the first executor.
@@ -159,6 +169,31 @@ class TestLocalRayStartedByTheExecutor:
         # Ray stops with the last executor that uses it.
         assert not ray.is_initialized()
         wait_until(lambda: all(process_gone(pid) for pid in pids), "Ray's processes to exit")
+
+    def test_it_hands_ray_twice_max_workers_calls_and_queues_the_rest_cancellably(
+        self, tmp_path: Path
+    ) -> None:
+        # On its own Ray, sized to max_workers, the executor lets Ray queue a second round of
+        # calls so that workers never wait for this process between tasks.
+        assert not ray.is_initialized(), "another test left Ray running"
+        folder, release = tmp_path / "held", tmp_path / "release"
+        folder.mkdir()
+        ex = anyexec.get_executor("ray", max_workers=2)
+        try:
+            held = [ex.submit(hold, x, str(folder), str(release)) for x in range(4)]
+            queued = ex.submit(tasks.record_and_sleep, 9, folder=str(tmp_path), seconds=0)
+            assert all(future.running() for future in held)  # all four are Ray's now
+            assert not queued.running()
+            assert queued.cancel()
+            wait_until(lambda: len(list(folder.glob("*.start"))) >= 2, "two calls to start")
+            release.touch()
+            assert sorted(future.result(timeout=120) for future in held) == [0, 1, 2, 3]
+            assert peak_overlap(folder) == 2  # Ray ran only max_workers at a time
+        finally:
+            release.touch()
+            ex.shutdown()
+        assert not ray.is_initialized()
+        assert not (tmp_path / "9.started").exists()
 
 
 # -- a Ray initialised by the user, shared by the conformance kit and the tests below -----
