@@ -89,3 +89,23 @@ def test_ctrl_c_in_a_with_block_stops_running_calls_instead_of_waiting(tmp_path:
         raise KeyboardInterrupt
     with pytest.raises(anyexec.WorkerCrashedError):
         slow.result(timeout=60)
+
+
+def test_two_loky_executors_survive_a_worker_crash_in_one_of_them() -> None:
+    # loky's pool is process-wide: a crash in one executor's round must not deadlock a round
+    # of another executor running at the same time.
+    import threading
+
+    with anyexec.get_executor("joblib", max_workers=2) as busy, \
+            anyexec.get_executor("joblib", max_workers=2) as crashing:
+        results: list[int] = []
+        worker = threading.Thread(
+            target=lambda: results.extend(busy.map(tasks.sleep_then_return, range(40),
+                                                   [0.02] * 40, chunksize=1, retries=2)))
+        worker.start()
+        with pytest.raises(anyexec.WorkerCrashedError):
+            list(crashing.map(tasks.exit_worker, range(6), chunksize=1))
+        worker.join(timeout=120)
+        assert not worker.is_alive(), "the other executor's map never finished"
+        assert results == list(range(40))
+        assert list(crashing.map(tasks.square, range(4))) == [0, 1, 4, 9]

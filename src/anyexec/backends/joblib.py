@@ -44,6 +44,17 @@ __all__ = ["JoblibBackend"]
 
 log = logging.getLogger("anyexec")
 
+# loky's reusable executor is one per process. Two executors' rounds on it at once can
+# deadlock inside joblib when a worker dies: one round aborts (shutting loky's executor down
+# and joining its threads) while the other submits to it and loky's result thread runs the
+# other round's callback. One loky round at a time per process avoids that; a round ends as
+# soon as its executor has no work, so the others wait at most for work already submitted.
+_LOKY_ROUNDS = threading.Lock()
+
+
+def _round_guard(local: bool) -> contextlib.AbstractContextManager[Any]:
+    return contextlib.nullcontext() if local else _LOKY_ROUNDS
+
 JoblibName = Literal["loky", "threading", "multiprocessing"]
 _NAMES = ("loky", "threading", "multiprocessing")
 
@@ -246,7 +257,7 @@ class _Dispatcher:
                 # Threads: one pool for the executor's lifetime. loky: enter per burst of work,
                 # so each round picks up loky's current reusable executor, which is shared by
                 # every loky user in this process and replaced when any of them loses a worker.
-                with parallel:
+                with _round_guard(self._local), parallel:
                     while self._wait_for_work():
                         self._run_round(parallel)
                         if not self._local:
