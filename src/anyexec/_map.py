@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from anyexec._chunking import Chunker
 from anyexec._errors import RemoteTraceback, SerializationError, WorkerCrashedError
 from anyexec._progress import Progress, make_progress
-from anyexec._worker import SINGLE, STAR, ChunkOutcome, Failure, run_chunk
+from anyexec._worker import SINGLE, STAR, ChunkOutcome, Failure, _short, run_chunk
 
 __all__ = ["MapRequest", "decode_outcome", "dump_items", "failure_exception", "start_map"]
 
@@ -274,7 +274,7 @@ class MapRun:
         start = chunk.start if task.position is None else chunk.start + task.position
         count = len(chunk.items) if task.position is None else 1
         where = f"item {start}" if count == 1 else f"items {start}..{start + count - 1}"
-        first = _short_repr(chunk.items[task.position or 0])
+        first = _short.repr(chunk.items[task.position or 0])
         return decode_outcome(self._ex, future, f"{where} (first: {first})")
 
     def _exception(self, failure: Failure, index: int) -> BaseException:
@@ -345,12 +345,6 @@ class MapRun:
         # whose __init__ failed has no _pending.)
         for _task, future in getattr(self, "_pending", {}).values():
             future.cancel()
-
-
-def _short_repr(item: Any) -> str:
-    from anyexec._worker import _short
-
-    return _short.repr(item)
 
 
 def _length(iterables: tuple[Iterable[Any], ...]) -> int | None:
