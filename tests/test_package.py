@@ -47,6 +47,37 @@ def test_import_and_listing_backends_never_import_an_engine() -> None:
     assert {"serial", "threads", "processes"} <= set(names)
 
 
+def test_import_anyexec_stays_light() -> None:
+    # What `import anyexec` and selecting a built-in backend must not load: the costs measured
+    # in benchmarks/ (issue: import under 30 ms, first result within 1.2x of a bare pool).
+    result = run_python("""
+        import json, sys
+        before = set(sys.modules)
+        import anyexec
+        after_import = set(sys.modules) - before
+        with anyexec.get_executor("processes", max_workers=1) as ex:
+            assert ex.submit(abs, -1).result() == 1
+        after_use = set(sys.modules) - before
+        print(json.dumps([sorted(after_import), sorted(after_use)]))
+    """)
+    assert result.returncode == 0, result.stderr
+    after_import, after_use = map(set, json.loads(result.stdout))
+    heavy = {"typing", "concurrent.futures", "threading", "importlib.metadata", "inspect"}
+    assert not heavy & after_import
+    # A built-in is selected without scanning every distribution's entry points.
+    assert not {"importlib.metadata", "inspect", "typing", "difflib"} & after_use
+
+
+def test_the_builtin_table_matches_the_declared_entry_points() -> None:
+    from importlib import metadata
+
+    from anyexec._registry import _BUILTINS
+
+    declared = {ep.name: ep.value for ep in metadata.distribution("anyexec").entry_points
+                if ep.group == "anyexec.backends"}
+    assert declared == _BUILTINS
+
+
 def test_available_backends_reports_availability_and_versions() -> None:
     infos = anyexec.available_backends()
     for name in ("serial", "threads", "processes"):

@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -222,3 +223,40 @@ def test_bad_option_from_environment_names_the_variable(monkeypatch: pytest.Monk
     monkeypatch.setenv("ANYEXEC_BACKEND", "threads?max_workers=0")
     with pytest.raises(ValueError, match="ANYEXEC_BACKEND"):
         anyexec.get_executor()
+
+
+def _factories() -> list[Any]:
+    import concurrent.futures
+    import functools
+
+    def plain(a: int, /, b: int = 0, *, c: int = 1) -> None: ...
+
+    class WithNew:
+        def __new__(cls, **kw: Any) -> WithNew:
+            return super().__new__(cls)
+
+    names = ["serial", "threads", "processes", "joblib", "pathos", "ray", "dask"]
+    from anyexec._registry import _BUILTINS, _builtin_loader
+
+    builtins = [_builtin_loader(_BUILTINS[n])() for n in names]
+    return [*builtins, plain, functools.partial(plain, 1), lambda **kw: None, WithNew,
+            concurrent.futures.ThreadPoolExecutor, dict]
+
+
+@pytest.mark.parametrize("factory", _factories())
+def test_keyword_names_read_without_inspect_agree_with_the_signature(factory: Any) -> None:
+    # The fast path of get_executor(name, **options) must accept exactly what the full
+    # signature check accepts, or defer to it (None).
+    from anyexec._options import option_schema
+    from anyexec._selection import _plain_keywords
+
+    fast = _plain_keywords(factory)
+    if fast is not None:
+        schema = option_schema(factory)
+        assert not schema.open_ended
+        assert fast == set(schema.params)
+
+
+def test_a_misspelt_keyword_option_is_still_reported_with_a_suggestion() -> None:
+    with pytest.raises(TypeError, match=r"has no option 'max_worker'.*did you mean 'max_workers'"):
+        anyexec.get_executor("threads", max_worker=2)

@@ -11,6 +11,7 @@ The same code runs on ``serial``, ``threads``, ``processes``, ``joblib``, ``path
 
 from __future__ import annotations
 
+from anyexec._context import in_worker
 from anyexec._errors import (
     AnyexecError,
     AnyexecWarning,
@@ -21,8 +22,7 @@ from anyexec._errors import (
     UnknownBackendError,
     WorkerCrashedError,
 )
-from anyexec._executor import Executor
-from anyexec._protocol import CAPABILITIES, Backend, BackendFactory
+from anyexec._record import TYPE_CHECKING
 from anyexec._registry import (
     BackendConflictWarning,
     BackendInfo,
@@ -30,16 +30,44 @@ from anyexec._registry import (
     register_backend,
 )
 from anyexec._selection import get_executor, use
-from anyexec._worker import in_worker
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from anyexec._executor import Executor
+    from anyexec._protocol import CAPABILITIES, Backend, BackendFactory
 
 __version__ = "0.1.0"
 
 # Show public classes as anyexec.X in tracebacks and reprs, not as their private modules.
 for _name in ("AnyexecError", "AnyexecWarning", "TaskTimeoutError", "BackendUnavailableError",
               "RemoteTraceback", "SerializationError", "UnknownBackendError",
-              "WorkerCrashedError", "Executor", "BackendInfo", "BackendConflictWarning"):
+              "WorkerCrashedError", "BackendInfo", "BackendConflictWarning"):
     globals()[_name].__module__ = "anyexec"
 del _name
+
+
+# Loaded on first use: Executor brings concurrent.futures and the map machinery, the
+# protocols bring typing; together they would triple the cost of `import anyexec`.
+_LAZY = {"Executor": "anyexec._executor", "Backend": "anyexec._protocol",
+         "BackendFactory": "anyexec._protocol", "CAPABILITIES": "anyexec._protocol"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'anyexec' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    if name == "Executor":
+        value.__module__ = "anyexec"
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 __all__ = [
     "CAPABILITIES",

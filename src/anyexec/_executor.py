@@ -17,16 +17,19 @@ import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from typing import Any, Literal, TypeVar
 
 from anyexec._errors import AnyexecWarning, SerializationError
 from anyexec._futures import ChainedFuture
 from anyexec._map import MapRequest, decode_outcome, dump_items, failure_exception, start_map
+from anyexec._record import TYPE_CHECKING
 from anyexec._worker import CALL, PickledCallable, run_chunk
 
-__all__ = ["Executor"]
+if TYPE_CHECKING:
+    from typing import Any, Literal, TypeVar
 
-T = TypeVar("T")
+    T = TypeVar("T")
+
+__all__ = ["Executor"]
 
 _DEFAULT_TASK_OVERHEAD = 2e-4
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from concurrent.futures import Future
-from typing import Any
+
+from anyexec._record import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["ChainedFuture"]
 
 
-class ChainedFuture(Future[Any]):
+# "Any" as a string: the base is evaluated at run time, where typing is not imported.
+class ChainedFuture(Future["Any"]):
     """A ``concurrent.futures.Future`` whose ``cancel()`` also cancels ``inner``.
 
     The owner sets ``inner`` (and may replace it, for example when a task is resubmitted) and

@@ -14,12 +14,17 @@ import queue
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError, Future
-from typing import Any, NamedTuple
 
 from anyexec._chunking import Chunker
 from anyexec._errors import RemoteTraceback, SerializationError, WorkerCrashedError
-from anyexec._progress import Progress, make_progress
+from anyexec._progress import make_progress
+from anyexec._record import TYPE_CHECKING, Record
 from anyexec._worker import SINGLE, STAR, ChunkOutcome, Failure, _short, run_chunk
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from anyexec._progress import Progress
 
 __all__ = ["MapRequest", "decode_outcome", "dump_items", "failure_exception", "start_map"]
 
@@ -30,7 +35,7 @@ _CRASH_CAUSES = (
 )
 
 
-class MapRequest(NamedTuple):
+class MapRequest(Record):
     """Everything ``map`` was asked to do, already validated."""
 
     fn: Callable[..., Any]
@@ -60,7 +65,7 @@ class _Chunk:
         self.errors: dict[int, BaseException] = {}
 
 
-class _Task(NamedTuple):
+class _Task(Record):
     chunk: _Chunk
     # None: the whole chunk; otherwise the one position being retried.
     position: int | None

@@ -77,6 +77,13 @@ def option_schema(factory: Callable[..., object]) -> OptionSchema:
         return OptionSchema({}, {}, open_ended=True)
     try:
         hints = typing.get_type_hints(target)
+    except NameError:
+        # A backend may import typing's names (Literal, Any) only under TYPE_CHECKING, to keep
+        # its own import cheap: look those up in typing, after the module's own names.
+        try:
+            hints = typing.get_type_hints(target, localns=_with_typing_names(target))
+        except Exception:
+            hints = {}
     except Exception:
         # Unresolvable annotations (names only importable with the engine) are not fatal:
         # values are then converted by their defaults' types.
@@ -90,6 +97,12 @@ def option_schema(factory: Callable[..., object]) -> OptionSchema:
                             inspect.Parameter.POSITIONAL_OR_KEYWORD):
             params[name] = param
     return OptionSchema(params, hints, open_ended)
+
+
+def _with_typing_names(target: Any) -> dict[str, Any]:
+    names = {name: getattr(typing, name) for name in typing.__all__}
+    names.update(getattr(target, "__globals__", {}))
+    return names
 
 
 def convert_text(text: str, target: Any) -> object:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Protocol
+
+from anyexec._record import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+
+    class Progress(Protocol):
+        def update(self, n: int) -> None: ...
+        def close(self) -> None: ...
 
 __all__ = ["Progress", "make_progress"]
-
-
-class Progress(Protocol):
-    def update(self, n: int) -> None: ...
-    def close(self) -> None: ...
 
 
 class _PlainProgress:

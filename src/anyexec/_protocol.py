@@ -7,9 +7,11 @@ default, so a plugin adds only what it needs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import Future
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from concurrent.futures import Future
 
 __all__ = ["CAPABILITIES", "Backend", "BackendFactory"]
 

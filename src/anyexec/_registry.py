@@ -7,19 +7,20 @@ by ``anyexec backends`` and raised when that backend is requested; the others ke
 
 from __future__ import annotations
 
-import importlib.util
-import logging
-import threading
+import _thread
+import importlib
 import warnings
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from anyexec._errors import BackendUnavailableError, UnknownBackendError
+from anyexec._record import TYPE_CHECKING, Record
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
+    from typing import Any
 
-# importlib.metadata, difflib and platform are imported where they are used: together they
+# importlib.metadata, importlib.util, difflib and platform are imported where they are used;
+# _thread stands in for threading, whose import costs a fifth of `import anyexec`. Together they
 # cost more than the rest of `import anyexec`, and most programs never list backends.
 
 __all__ = [
@@ -31,10 +32,22 @@ __all__ = [
     "registry",
 ]
 
-log = logging.getLogger("anyexec")
-
 ENTRY_POINT_GROUP = "anyexec.backends"
 _OWN_DISTRIBUTION = "anyexec"
+
+# anyexec's own backends, as its pyproject.toml declares them in ENTRY_POINT_GROUP (a test keeps
+# the two equal). Selecting one of these needs no entry-point scan: reading every installed
+# distribution's metadata costs more than starting a process pool, and anyexec's own always win
+# a name conflict anyway.
+_BUILTINS = {
+    "serial": "anyexec.backends.serial:SerialBackend",
+    "threads": "anyexec.backends.threads:ThreadsBackend",
+    "processes": "anyexec.backends.processes:ProcessesBackend",
+    "joblib": "anyexec.backends.joblib:JoblibBackend",
+    "pathos": "anyexec.backends.pathos:PathosBackend",
+    "ray": "anyexec.backends.ray:RayBackend",
+    "dask": "anyexec.backends.dask:DaskBackend",
+}
 
 # The spellings people type for the built-ins. Plugins add theirs with an ``aliases`` attribute.
 _BUILTIN_ALIASES = {
@@ -52,7 +65,7 @@ class BackendConflictWarning(UserWarning):
     """Two installed distributions register the same backend name."""
 
 
-class BackendInfo(NamedTuple):
+class BackendInfo(Record):
     """What anyexec knows about one backend, without starting it."""
 
     name: str
@@ -87,7 +100,10 @@ class _Entry:
             except (Exception, SystemExit) as exc:  # a plugin calling sys.exit() at import, too
                 # Kept, not swallowed: shown in the table and raised when asked for.
                 self.error = exc
-                log.debug("loading backend %r from %s failed: %r", self.name, self.source, exc)
+                import logging
+
+                logging.getLogger("anyexec").debug(
+                    "loading backend %r from %s failed: %r", self.name, self.source, exc)
             self.loaded = True
         return self.factory
 
@@ -96,13 +112,22 @@ def _entry_point_loader(ep: EntryPoint) -> Callable[[], Any]:
     return ep.load
 
 
+def _builtin_loader(target: str) -> Callable[[], Any]:
+    def load() -> Any:
+        module, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    return load
+
+
 class Registry:
     """Lock-guarded name -> backend table, filled from entry points on first use."""
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()
+        self._lock = _thread.RLock()
         self._entries: dict[str, _Entry] | None = None
         self._runtime: dict[str, _Entry] = {}
+        self._builtins: dict[str, _Entry] = {}  # built-ins loaded before any scan
 
     # -- discovery -----------------------------------------------------------------------
 
@@ -149,6 +174,19 @@ class Registry:
         merged.update(self._runtime)
         return merged
 
+    def _builtin(self, key: str) -> _Entry | None:
+        """anyexec's own entry for ``key`` without a scan, unless a run-time registration or
+        an earlier scan decides instead."""
+        if self._entries is not None or key in self._runtime or key not in _BUILTINS:
+            return None
+        with self._lock:
+            entry = self._builtins.get(key)
+            if entry is None:
+                target = _BUILTINS[key]
+                entry = _Entry(key, _OWN_DISTRIBUTION, target, _builtin_loader(target))
+                self._builtins[key] = entry
+            return entry
+
     def names(self) -> list[str]:
         return sorted(self._all())
 
@@ -183,6 +221,8 @@ class Registry:
     def canonical(self, name: str, *, origin: str) -> str:
         """Resolve aliases; raise UnknownBackendError with a suggestion if nothing matches."""
         key = name.lower()
+        if self._builtin(key) is not None:  # aliases take the scan: a plugin may own "thread"
+            return key
         entries = self._all()
         if key in entries:
             return key
@@ -213,7 +253,7 @@ class Registry:
 
     def factory(self, name: str) -> Any:
         """The loaded factory of canonical ``name``; BackendUnavailableError if it cannot run."""
-        entry = self._all()[name]
+        entry = self._builtin(name) or self._all()[name]
         factory = entry.load()
         reason = self._unavailable_reason(entry)
         if reason is not None:
@@ -276,6 +316,8 @@ def _distribution_version(name: str) -> str:
 
 def _importable(module: str) -> bool:
     try:
+        import importlib.util
+
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False

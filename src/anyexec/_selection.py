@@ -7,15 +7,16 @@ parallelises internally does not oversubscribe the machine; an explicit spec sti
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Mapping
 
-from anyexec._context import CURRENT_USE
+from anyexec._context import CURRENT_USE, in_worker
+from anyexec._record import TYPE_CHECKING, Record
 from anyexec._registry import registry
-from anyexec._worker import in_worker
 
 if TYPE_CHECKING:
+    from contextvars import Token
+    from typing import Any
+
     from anyexec._executor import Executor
 
 __all__ = ["DEFAULT_BACKEND", "ENV_VAR", "Resolved", "get_executor", "resolve", "use"]
@@ -24,7 +25,7 @@ ENV_VAR = "ANYEXEC_BACKEND"
 DEFAULT_BACKEND = "processes"
 
 
-class Resolved(NamedTuple):
+class Resolved(Record):
     """A backend chosen and its options checked and converted, ready to instantiate."""
 
     name: str
@@ -67,15 +68,23 @@ def check_max_workers(value: object, *, origin: str) -> None:
 
 def resolve(spec: str | None, options: Mapping[str, Any]) -> Resolved:
     """Pick the backend and check every option, without starting anything."""
-    # Imported here: signature inspection pulls in inspect and typing, which `import anyexec`
-    # should not pay for.
-    from anyexec._options import option_schema
     from anyexec._spec import parse_spec
 
     text, kw, origin = _choose(spec, options)
     parsed = parse_spec(text, origin=origin)
     name = registry.canonical(parsed.name, origin=origin)
     factory = registry.factory(name)
+    if not (parsed.options or parsed.address):
+        # Keyword options only (the common `max_workers=4`): values need no conversion, and
+        # a plain factory's keyword names can be read without inspect.
+        accepted = _plain_keywords(factory) if kw else frozenset()
+        if accepted is not None and kw.keys() <= accepted:
+            check_max_workers(kw.get("max_workers"), origin=origin)
+            return Resolved(name, factory, kw, origin)
+    # Imported here: signature inspection pulls in inspect, which costs more than starting a
+    # process pool and is needed only when there are options to check.
+    from anyexec._options import option_schema
+
     schema = option_schema(factory)
     merged: dict[str, Any] = {}
     schema.check_names(parsed.options, backend=name, origin=origin)
@@ -92,6 +101,29 @@ def resolve(spec: str | None, options: Mapping[str, Any]) -> Resolved:
     merged.update(kw)
     check_max_workers(merged.get("max_workers"), origin=origin)
     return Resolved(name, factory, merged, origin)
+
+
+_CO_VARKEYWORDS = 0x08  # inspect.CO_VARKEYWORDS, without importing inspect
+
+
+def _plain_keywords(factory: Any) -> frozenset[str] | None:
+    """The keyword names ``factory`` accepts, read from its code object; None when only
+    ``inspect.signature`` can tell (builtins, wrappers, ``**kwargs``, a custom ``__new__``).
+
+    Why not inspect: importing it costs more than starting a process pool.
+    """
+    fn: Any = factory
+    first = 0
+    if isinstance(factory, type):
+        if fn.__new__ is not object.__new__:
+            return None
+        fn, first = fn.__init__, 1  # skip self
+    code = getattr(fn, "__code__", None)
+    if (code is None or hasattr(fn, "__wrapped__") or hasattr(factory, "__signature__")
+            or code.co_flags & _CO_VARKEYWORDS):
+        return None
+    first = max(first, code.co_posonlyargcount)
+    return frozenset(code.co_varnames[first:code.co_argcount + code.co_kwonlyargcount])
 
 
 def get_executor(spec: str | None = None, /, **options: Any) -> Executor:
@@ -111,16 +143,23 @@ def get_executor(spec: str | None = None, /, **options: Any) -> Executor:
     return Executor._create(resolved)
 
 
-@contextmanager
-def use(spec: str, /, **options: Any) -> Iterator[None]:
+# A class rather than @contextlib.contextmanager: contextlib alone costs a tenth of
+# `import anyexec`.
+class use:
     """Make ``spec`` (with ``options``) the default for ``get_executor()`` inside the block.
 
-    Context-local: other threads and asyncio tasks are unaffected. The spec is checked on
-    entry, so a typo fails here rather than at the first ``get_executor()``.
+    ``with anyexec.use("threads", max_workers=4): ...``. Context-local: other threads and
+    asyncio tasks are unaffected. The spec is checked when ``use()`` is called, so a typo fails
+    here rather than at the first ``get_executor()``.
     """
-    resolve(spec, options)
-    token = CURRENT_USE.set((spec, dict(options)))
-    try:
-        yield
-    finally:
-        CURRENT_USE.reset(token)
+
+    def __init__(self, spec: str, /, **options: Any) -> None:
+        resolve(spec, options)
+        self._value = (spec, dict(options))
+        self._tokens: list[Token[tuple[str, dict[str, Any]] | None]] = []
+
+    def __enter__(self) -> None:
+        self._tokens.append(CURRENT_USE.set(self._value))
+
+    def __exit__(self, *exc_info: object) -> None:
+        CURRENT_USE.reset(self._tokens.pop())

@@ -6,16 +6,18 @@ example ``processes?max_workers=8`` or ``dask://10.0.0.5:8786?retries=2``.
 
 from __future__ import annotations
 
-import re
-from typing import NamedTuple
-from urllib.parse import parse_qsl, unquote
+from anyexec._record import Record
 
 __all__ = ["ParsedSpec", "parse_spec"]
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
+# A name is a letter or "_", then letters, digits, "_", "." or "-" (checked without a regex:
+# compiling one costs more at start-up than the check ever does).
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_FIRST = frozenset(_LETTERS + "_")
+_REST = frozenset(_LETTERS + "0123456789_.-")
 
 
-class ParsedSpec(NamedTuple):
+class ParsedSpec(Record):
     """A spec string split into its parts; option values are still strings."""
 
     name: str
@@ -39,10 +41,12 @@ def parse_spec(spec: str, *, origin: str = "spec") -> ParsedSpec:
         text, query = text.split("?", 1)
     address: str | None = None
     if "://" in text:
+        from urllib.parse import unquote  # here: most specs are a bare name
+
         text, address = text.split("://", 1)
         address = unquote(address) or None
     name = text.strip().lower()
-    if not _NAME.match(name):
+    if not name or name[0] not in _FIRST or not _REST.issuperset(name):
         raise ValueError(
             f"malformed backend spec {spec!r} in {origin}: expected "
             "NAME[://ADDRESS][?option=value&...], for example 'processes?max_workers=8' "
@@ -50,6 +54,8 @@ def parse_spec(spec: str, *, origin: str = "spec") -> ParsedSpec:
         )
     options: dict[str, str] = {}
     if query:
+        from urllib.parse import parse_qsl
+
         try:
             pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
         except ValueError:

@@ -15,10 +15,12 @@ import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable
-from contextvars import ContextVar
-from typing import Any, NamedTuple
 
-from anyexec._context import CURRENT_USE
+from anyexec._context import CURRENT_USE, IN_WORKER, in_worker
+from anyexec._record import TYPE_CHECKING, Record
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "CALL",
@@ -34,20 +36,12 @@ __all__ = [
 # How the items of a chunk are applied: fn(item), fn(*item), or fn(*args, **kwargs).
 SINGLE, STAR, CALL = 0, 1, 2
 
-#: True while a task runs on an anyexec worker; makes the default backend ``serial`` there.
-_IN_WORKER: ContextVar[bool] = ContextVar("anyexec_in_worker", default=False)
-
 _short = reprlib.Repr()
 _short.maxstring = 60
 _short.maxother = 60
 
 
-def in_worker() -> bool:
-    """Whether the current code runs inside a task on an anyexec worker."""
-    return _IN_WORKER.get()
-
-
-class PickledCallable(NamedTuple):
+class PickledCallable(Record):
     """The user's function, cloudpickled once in the caller.
 
     ``token`` identifies it so that each worker process unpickles it once, not once per chunk.
@@ -96,7 +90,7 @@ class _FunctionCache:
 _functions = _FunctionCache()
 
 
-class Failure(NamedTuple):
+class Failure(Record):
     """An exception raised by one call, with what the caller needs to report it."""
 
     position: int
@@ -105,7 +99,7 @@ class Failure(NamedTuple):
     item_repr: str
 
 
-class ChunkOutcome(NamedTuple):
+class ChunkOutcome(Record):
     """The results of one chunk, in order; failed positions hold ``None``."""
 
     values: list[Any]
@@ -234,7 +228,7 @@ def run_chunk(payload: PickledCallable | Callable[..., Any], items: bytes | list
     """
     crossing = isinstance(items, bytes)
     alarm = _Alarm(task_timeout, crossing) if task_timeout is not None else None
-    token = _IN_WORKER.set(True)
+    token = IN_WORKER.set(True)
     # A use() block of the caller must not leak into tasks run in its thread (serial): inside a
     # task the default is serial, and only a use() entered by the task itself counts.
     use_token = CURRENT_USE.set(None)
@@ -279,7 +273,7 @@ def run_chunk(payload: PickledCallable | Callable[..., Any], items: bytes | list
         outcome = ChunkOutcome(values, failures, time.perf_counter() - started)
     finally:
         CURRENT_USE.reset(use_token)
-        _IN_WORKER.reset(token)
+        IN_WORKER.reset(token)
     if not crossing:
         return outcome
     return _dump_outcome(outcome, calls, mode)

@@ -19,16 +19,18 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Literal
 
 from anyexec._futures import ChainedFuture
+from anyexec._record import TYPE_CHECKING
 from anyexec.backends._pids import alive
+
+if TYPE_CHECKING:
+    # Only for annotations: importing typing at run time would slow the first result.
+    from typing import Any, Literal
 
 __all__ = ["ProcessesBackend"]
 
 log = logging.getLogger("anyexec")
-
-StartMethod = Literal["fork", "spawn", "forkserver"]
 
 # In each worker: the queue on which it reports (pid, token) when it starts a task.
 _reports: Any = None
@@ -65,7 +67,7 @@ class ProcessesBackend:
     capabilities = frozenset({"recovers_from_worker_death", "isolated", "interrupts_tasks"})
 
     def __init__(self, *, max_workers: int | None = None,
-                 start_method: StartMethod | None = None,
+                 start_method: Literal["fork", "spawn", "forkserver"] | None = None,
                  max_tasks_per_child: int | None = None) -> None:
         self.max_workers = max_workers or os.cpu_count() or 1
         if start_method not in (None, "fork", "spawn", "forkserver"):
