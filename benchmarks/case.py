@@ -1,7 +1,8 @@
 """One (workload, backend) pair, run in its own child process: ``python -m benchmarks.case``.
 
 anyexec (A) and the engine used directly (B, one or more idiomatic variants) run alternately,
-A B1 B2 A B1 B2 ..., after one untimed warm-up of each, so both see the same machine load.
+A B1 B2, B1 B2 A, B2 A B1, ..., after one untimed warm-up of each, so all see the same machine
+load and none always runs right after the same other.
 The result is written as JSON to ``--out``.
 """
 
@@ -133,8 +134,15 @@ def _run_one(ex: Any, workload: str, backend: str, sizes: Sizes) -> dict[str, An
             result["memory"][variant.label] = []
             if variant.reference:
                 result["reference"].append(variant.label)
-        for _ in range(sizes.reps):
-            for variant in variants:
+        for rep in range(sizes.reps):
+            # Rotate the order each repetition, so no variant always follows the same one.
+            shift = rep % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
+                if workload == "sleep":
+                    # Engines resize their worker pools (Ray ends idle workers after a second;
+                    # a 2-slot variant leaves 8 of 10 workers idle): each variant is timed
+                    # from its own warm pool, not from the pool the previous variant left.
+                    variant.run(min(variant.n, warm))
                 with _PeakRss() as rss:
                     started = time.perf_counter()
                     total = variant.run(variant.n)

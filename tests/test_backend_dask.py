@@ -113,6 +113,18 @@ def test_max_workers_bounds_running_tasks_even_with_idle_threads(
     assert most_at_once(tmp_path) == 3  # four threads, but max_workers=3
 
 
+def test_more_tasks_than_cpus_spread_threads_over_one_worker_per_cpu(tmp_path: Path) -> None:
+    cpus = os.cpu_count() or 1
+    with anyexec.get_executor("dask", max_workers=2 * cpus) as ex:
+        workers = workers_of(ex)
+        assert [w["nthreads"] for w in workers.values()] == [2] * cpus
+        n = 4 * cpus
+        results = ex.map(record_interval, range(n), [str(tmp_path)] * n, [0.4] * n,
+                         chunksize=1)
+        assert list(results) == list(range(n))
+    assert most_at_once(tmp_path) == 2 * cpus
+
+
 def test_local_cluster_runs_max_workers_tasks_at_once(local: anyexec.Executor,
                                                       tmp_path: Path) -> None:
     assert len(workers_of(local)) == 2

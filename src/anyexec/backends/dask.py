@@ -45,7 +45,7 @@ StartMethod = Literal["spawn", "forkserver", "fork"]
 log = logging.getLogger("anyexec")
 
 # Options that only shape the LocalCluster this backend starts, with their defaults.
-_LOCAL_DEFAULTS: dict[str, Any] = {"threads_per_worker": 1, "processes": True,
+_LOCAL_DEFAULTS: dict[str, Any] = {"threads_per_worker": None, "processes": True,
                                    "memory_limit": "auto", "start_method": None}
 
 
@@ -107,11 +107,14 @@ class DaskBackend:
     - ``max_workers``: tasks running at once (default: the CPU count for a local cluster, the
       cluster's thread count for a remote one). A local cluster gets enough worker processes
       of ``threads_per_worker`` threads for that many tasks.
+    - ``threads_per_worker``: default one thread per worker process while ``max_workers`` is
+      at most the CPU count (CPU-bound work, no GIL sharing); beyond it, one worker process
+      per CPU with the threads spread over them (I/O-bound work).
     - ``address``: a scheduler to connect to (``HOST:PORT``, ``tcp://HOST:PORT``,
       ``tls://...``); also given as ``dask://HOST:PORT``. ``scheduler_file``: the same, read
       from a file written by ``dask scheduler --scheduler-file``. ``client``: an existing
       ``distributed.Client`` to use (left open).
-    - ``threads_per_worker``, ``processes``, ``memory_limit``, ``start_method`` (how worker
+    - ``processes``, ``memory_limit``, ``start_method`` (how worker
       processes start; default ``forkserver`` where available): shape the local cluster.
     - ``resources``: what each task needs on a worker (``{"GPU": 1}``), Dask's resources.
     - ``retries``: Dask's own retries of a task that failed outside your function.
@@ -130,13 +133,13 @@ class DaskBackend:
 
     def __init__(self, *, max_workers: int | None = None, address: str | None = None,
                  scheduler_file: str | None = None, client: Any = None,
-                 threads_per_worker: int = 1, processes: bool = True,
+                 threads_per_worker: int | None = None, processes: bool = True,
                  memory_limit: float | str | None = "auto",
                  start_method: StartMethod | None = None,
                  resources: dict[str, float] | None = None, retries: int = 0,
                  priority: int = 0, connect_timeout: float = 30.0) -> None:
         _check_int("max_workers", max_workers, minimum=1, optional=True)
-        _check_int("threads_per_worker", threads_per_worker, minimum=1)
+        _check_int("threads_per_worker", threads_per_worker, minimum=1, optional=True)
         _check_int("retries", retries, minimum=0)
         _check_int("priority", priority, minimum=None)
         if start_method not in (None, "spawn", "forkserver", "fork"):
@@ -185,6 +188,8 @@ class DaskBackend:
                 # We run inside a worker process that is importing the caller's main module.
                 raise RuntimeError(_MAIN_GUARD)
             workers = max_workers or os.cpu_count() or 1
+            if threads_per_worker is None:
+                threads_per_worker = _default_threads(workers)
             n_workers = math.ceil(workers / threads_per_worker)
             self._cluster = _start_local_cluster(
                 n_workers=n_workers, threads_per_worker=threads_per_worker,
@@ -205,7 +210,7 @@ class DaskBackend:
             raise
         # Dask's own slots enforce max_workers only on the cluster we started with exactly that
         # many threads (threads_per_worker=2 and max_workers=3 leave a thread to spare).
-        exact_slots = self._cluster is not None and n_workers * threads_per_worker == \
+        exact_slots = self._cluster is not None and n_workers * (threads_per_worker or 1) == \
             self.max_workers
         self._in_flight = self.max_workers * (_AHEAD if exact_slots else 1)
         # A task waiting on a worker behind the one that kills it dies with it (Dask fails
@@ -619,6 +624,15 @@ def _connect(address: str | None, scheduler_file: str | None, timeout: float) ->
             f"({type(exc).__name__}: {exc}). Check that 'dask scheduler' runs there and "
             "that the port is reachable, or drop the address to start a local cluster."
         ) from exc
+
+
+def _default_threads(workers: int) -> int:
+    """Threads per local worker process: 1 up to the CPU count; beyond, as many threads as it
+    takes for one process per CPU. Measured on 2 CPUs with 10 sleeping tasks at once: 10
+    single-thread workers kept 0.62-0.65 s for 100 x 50 ms tasks, 2 workers x 5 threads
+    0.57-0.59 s (Dask's scheduler balances fewer, larger workers better)."""
+    cpus = os.cpu_count() or 1
+    return 1 if workers <= cpus else math.ceil(workers / cpus)
 
 
 def _start_local_cluster(*, n_workers: int, threads_per_worker: int, processes: bool,
