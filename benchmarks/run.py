@@ -80,8 +80,12 @@ def run_case(workload: str, backend: str, mode: str, timeout: float) -> dict[str
     return run_group([workload], backend, mode, timeout)[0]
 
 
-def run_starts(backends: list[str], reps: int, timeout: float) -> list[dict[str, Any]]:
-    """Import time and time to first result, each in a fresh interpreter, alternating."""
+def run_starts(backends: list[str], reps: int, timeout: float,
+               budget: float | None = None) -> list[dict[str, Any]]:
+    """Import time and time to first result, each in a fresh interpreter, alternating.
+
+    With a ``budget`` (seconds), a backend stops repeating once it has used it: a Ray start
+    takes 3-12 s, and quick mode has five minutes for everything."""
     jobs: list[tuple[str, str, dict[str, str]]] = [
         ("import", "anyexec", coldstart.import_scripts)]
     jobs += [("first result", b, coldstart.first_result_scripts(b))
@@ -90,7 +94,10 @@ def run_starts(backends: list[str], reps: int, timeout: float) -> list[dict[str,
     for workload, backend, scripts in jobs:
         times: dict[str, list[float]] = {label: [] for label in scripts}
         record: dict[str, Any] = {"workload": workload, "backend": backend}
+        began = time.monotonic()
         for _ in range(reps):
+            if budget is not None and time.monotonic() - began > budget:
+                break
             for label, script in scripts.items():
                 got = coldstart.run_script(script, timeout)
                 if "error" in got:
@@ -159,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     cases.sort(key=lambda c: WORKLOADS.index(c["workload"]))
     # Fresh-interpreter start-ups of Ray take seconds each: quick mode takes two of each.
     start_reps = sizes.reps if mode == "full" else min(2, sizes.reps)
-    starts = run_starts(backends, start_reps, timeout) if "start" in workloads else []
+    budget = None if mode == "full" else 15.0
+    starts = run_starts(backends, start_reps, timeout, budget) if "start" in workloads else []
     info["load_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     text = table(cases, starts)
     lines = verdicts(cases, starts)
