@@ -31,16 +31,6 @@ class TestJoblibLokySingleWorker(BackendConformance):
     options = {"max_workers": 1}
 
 
-def test_loky_pool_is_reused_across_maps() -> None:
-    with anyexec.get_executor("joblib", max_workers=2) as ex:
-        first = set(ex.map(tasks.pid, range(8), chunksize=1))
-        second = set(ex.map(tasks.pid, range(8), chunksize=1))
-        third = {ex.submit(tasks.pid).result(timeout=60) for _ in range(4)}
-    assert os.getpid() not in first
-    assert second <= first
-    assert third <= first
-
-
 def test_threading_backend_runs_in_the_callers_process() -> None:
     with anyexec.get_executor("joblib?backend=threading&max_workers=3") as ex:
         assert ex.max_workers == 3

@@ -33,16 +33,6 @@ class TestPathosParallel(BackendConformance):
     slow_task_seconds: ClassVar[float] = 0.5
 
 
-def test_process_pool_is_reused_across_maps() -> None:
-    with anyexec.get_executor("pathos", max_workers=2) as ex:
-        first = set(ex.map(tasks.pid, range(8), chunksize=1))
-        second = set(ex.map(tasks.pid, range(8), chunksize=1))
-        third = {ex.submit(tasks.pid).result(timeout=60) for _ in range(4)}
-    assert os.getpid() not in first
-    assert second <= first
-    assert third <= first
-
-
 def test_each_executor_owns_its_pool_and_leaves_other_pathos_pools_alone() -> None:
     from pathos.pools import ProcessPool
 

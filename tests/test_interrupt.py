@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +30,13 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+def _command(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline())[:200]
+    except psutil.Error:
+        return "?"
+
+
 def _alive(proc: psutil.Process) -> bool:
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
@@ -43,14 +51,18 @@ def test_ctrl_c_during_map_exits_quickly_and_leaves_no_children(backend: str,
     if info is None or not info.available:
         pytest.skip(f"backend {backend!r} is not available here")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # stderr goes to a file, not a pipe: a surviving child would hold a pipe open and turn
+    # the check below into a hang instead of a failure naming the survivor.
+    err = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen([sys.executable, str(SCRIPT), backend, str(seconds)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            stdout=subprocess.PIPE, stderr=err, text=True, env=env,
                             start_new_session=True)
     seen: dict[int, psutil.Process] = {}
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        assert line.strip() == "started", proc.stderr.read() if proc.stderr else ""
+        err.seek(0)
+        assert line.strip() == "started", err.read()
         time.sleep(1.5)  # let the workers pick up tasks
         for child in _descendants(proc.pid):
             seen[child.pid] = child
@@ -61,12 +73,13 @@ def test_ctrl_c_during_map_exits_quickly_and_leaves_no_children(backend: str,
                 seen.setdefault(child.pid, child)
             time.sleep(0.1)
         assert proc.poll() is not None, f"{backend}: still running 20 s after Ctrl-C"
-        stderr = proc.stderr.read() if proc.stderr else ""
+        err.seek(0)
+        stderr = err.read()
         assert "KeyboardInterrupt" in stderr, stderr[-2000:]
         deadline = time.monotonic() + 10
         while any(_alive(p) for p in seen.values()) and time.monotonic() < deadline:
             time.sleep(0.1)
-        survivors = [p.pid for p in seen.values() if _alive(p)]
+        survivors = [(p.pid, _command(p)) for p in seen.values() if _alive(p)]
         assert not survivors, f"{backend}: child processes survived Ctrl-C: {survivors}"
     finally:
         # Clean up by our own handles, whatever happened above.
@@ -76,3 +89,6 @@ def test_ctrl_c_during_map_exits_quickly_and_leaves_no_children(backend: str,
         for child in seen.values():
             if _alive(child):
                 child.kill()
+        err.close()
+        if proc.stdout is not None:
+            proc.stdout.close()

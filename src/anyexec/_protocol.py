@@ -24,6 +24,9 @@ CAPABILITIES = frozenset({
     "recovers_from_worker_death",
     # The task runs in another process, so a crash there cannot take the caller down.
     "isolated",
+    # Workers outlive a task: later maps and submits on the same executor run in the same
+    # processes (module-level caches and imports stay warm) until a worker dies.
+    "reuses_workers",
     # Tasks run in the main thread of a worker process, where map(task_timeout=...) can
     # interrupt an over-long call; elsewhere the call runs to its end and is then failed.
     "interrupts_tasks",

@@ -234,7 +234,7 @@ class DaskBackend:
             # Our nannies restart a dead worker, and we set allowed-failures to 0 so that the
             # task that killed it fails at once instead of killing more workers.
             return (max_workers or os.cpu_count() or 1,
-                    frozenset({"isolated", "recovers_from_worker_death"}))
+                    frozenset({"isolated", "recovers_from_worker_death", "reuses_workers"}))
         info = self._client.scheduler_info()
         workers = info.get("workers", {})
         capabilities = {"isolated"}

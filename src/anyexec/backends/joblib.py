@@ -502,8 +502,12 @@ class JoblibBackend:
         self.capabilities: frozenset[str] = frozenset()
         if backend == "loky":
             # loky runs each call in the main thread of its worker process.
-            self.capabilities = frozenset({"isolated", "recovers_from_worker_death",
-                                           "interrupts_tasks"})
+            capabilities = {"isolated", "recovers_from_worker_death", "interrupts_tasks"}
+            if self.max_workers > 1:
+                # max_workers=1 keeps two loky workers (below) and alternates between them:
+                # reused, but more processes than max_workers, which the kit cannot tell apart.
+                capabilities.add("reuses_workers")
+            self.capabilities = frozenset(capabilities)
         self._dispatcher = _Dispatcher(backend, self.max_workers)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:

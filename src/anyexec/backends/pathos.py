@@ -140,7 +140,9 @@ class _Generation:
         while self.reports is not None and not self.reports.empty():
             pid, token = self.reports.get()
             self.pids.add(pid)
-            if token != _STARTED:
+            # Only calls still running matter; a report read after its call returned would
+            # otherwise stay in ``started`` for the life of the pool.
+            if token != _STARTED and token in self.inflight:
                 self.started[token] = pid
 
 
@@ -179,7 +181,7 @@ class PathosBackend:
         if pool == "process":
             # multiprocess runs each call in the main thread of its worker process.
             self.capabilities = frozenset({"isolated", "recovers_from_worker_death",
-                                           "interrupts_tasks"})
+                                           "interrupts_tasks", "reuses_workers"})
         elif pool == "parallel":
             # ppft runs each call in the main thread of its worker process too.
             self.capabilities = frozenset({"isolated", "recovers_from_worker_death",
@@ -309,7 +311,11 @@ class PathosBackend:
                 outcome = self._attempt(job, gen, token)
             finally:
                 with self._lock:
+                    # Read the reports as calls return, not only when a poll times out: the
+                    # pipe fills after about 1,600 calls and then stalls the workers.
+                    gen.drain()
                     gen.inflight.discard(token)
+                    gen.started.pop(token, None)
             if outcome is not None:
                 return outcome
             log.debug("anyexec: running call %d again after a pathos worker crash", token)

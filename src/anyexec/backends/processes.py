@@ -64,12 +64,15 @@ class ProcessesBackend:
     aliases = ("process", "multiprocessing", "processpool")
     pickles = True
     task_overhead = 2e-4
-    capabilities = frozenset({"recovers_from_worker_death", "isolated", "interrupts_tasks"})
 
     def __init__(self, *, max_workers: int | None = None,
                  start_method: Literal["fork", "spawn", "forkserver"] | None = None,
                  max_tasks_per_child: int | None = None) -> None:
         self.max_workers = max_workers or os.cpu_count() or 1
+        capabilities = {"recovers_from_worker_death", "isolated", "interrupts_tasks"}
+        if max_tasks_per_child is None:  # otherwise workers are replaced on purpose
+            capabilities.add("reuses_workers")
+        self.capabilities = frozenset(capabilities)
         if start_method not in (None, "fork", "spawn", "forkserver"):
             raise ValueError(
                 f"start_method must be 'fork', 'spawn', 'forkserver' or None, got {start_method!r}"
@@ -123,6 +126,13 @@ class ProcessesBackend:
         # Every task writes one report when it starts: read them as tasks finish, or the pipe
         # fills after a few thousand tasks and the workers block writing to it.
         pool.drain()
+        try:
+            self._finish(outer, inner, pool, token, fn, args, kwargs)
+        finally:
+            pool.forget(token)
+
+    def _finish(self, outer: ChainedFuture, inner: Future[Any], pool: _Pool,
+                token: int, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
         if inner.cancelled():
             outer.cancel()
             return
@@ -185,6 +195,11 @@ class _Pool:
     def worker_of(self, token: int) -> int | None:
         self.drain()
         return self._started.get(token)
+
+    def forget(self, token: int) -> None:
+        """The task settled: drop its report, so the table lasts as long as its tasks."""
+        with self._lock:
+            self._started.pop(token, None)
 
     def kill_workers(self) -> None:
         self.drain()

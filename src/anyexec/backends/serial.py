@@ -26,7 +26,10 @@ class SerialBackend:
     aliases = ("sequential",)
     pickles = False
     runs_in_caller = True
-    task_overhead = 2e-6
+    # Measured: the core's bookkeeping costs 20-25 us per chunk here (20,000 calls of 45 us
+    # with chunksize=1). Declared as such, automatic chunking batches calls shorter than a
+    # few milliseconds so that it stays under 1 % (it cost 8 % on 1 ms calls at 2 us).
+    task_overhead = 2.5e-5
     capabilities: frozenset[str] = frozenset()
 
     def __init__(self, *, max_workers: int | None = None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import threading
 import time
 import traceback
@@ -234,6 +235,29 @@ class BackendConformance:
             x * x for x in range(50)
         ]
         assert "50" in capsys.readouterr().err
+
+    # -- worker reuse --------------------------------------------------------------------
+
+    def test_workers_are_reused_across_maps_and_submits(self) -> None:
+        ex = self.make_executor()
+        try:
+            self.require(ex, "reuses_workers")
+            # Rounds of maps and submits, one more than there are workers: a pool started
+            # afresh per round would show at least one new process per round.
+            rounds = ex.max_workers + 1
+            seen: set[int] = set()
+            for r in range(rounds):
+                if r % 2:
+                    seen |= {ex.submit(tasks.pid).result(timeout=60) for _ in range(4)}
+                else:
+                    seen |= set(ex.map(tasks.pid, range(8), chunksize=1))
+            assert len(seen) <= ex.max_workers, (
+                f"{len(seen)} worker processes over {rounds} rounds with max_workers="
+                f"{ex.max_workers}: workers were started again")
+            if "isolated" in ex.capabilities:
+                assert os.getpid() not in seen
+        finally:
+            ex.shutdown(wait=True)
 
     # -- cancellation and shutdown -------------------------------------------------------
 

@@ -45,7 +45,8 @@ class LokyBackend:
     engine = "loky"
     requires = ("loky",)
     install_hint = "pip install anyexec-loky"
-    capabilities = frozenset({"isolated", "recovers_from_worker_death", "interrupts_tasks"})
+    capabilities = frozenset({"isolated", "recovers_from_worker_death", "interrupts_tasks",
+                              "reuses_workers"})
     task_overhead = 3e-4
 
     def __init__(self, *, max_workers: int | None = None, timeout: float = 300,

@@ -66,7 +66,7 @@ class MPIBackend:
     requires = ("mpi4py",)
     install_hint = "pip install anyexec-mpi"
     aliases = ("mpi4py",)
-    capabilities = frozenset({"interrupts_tasks"})
+    capabilities = frozenset({"interrupts_tasks", "reuses_workers"})
     # A round trip through mpi4py's manager thread and MPI messaging.
     task_overhead = 1e-3
 
