@@ -50,6 +50,8 @@ _KINDS = ("process", "thread", "parallel")
 #: How often a slot waiting for a result checks that the worker running it is alive.
 _POLL_SECONDS = 0.05
 _STARTED = -1  # the token a worker reports once, from the pool initializer
+#: How long terminate() waits for the pool to stop its workers before killing the rest.
+_RETIRE_SECONDS = 3.0
 
 # In each process worker: the queue on which it reports (pid, token).
 _reports: Any = None
@@ -397,7 +399,19 @@ class PathosBackend:
         for pid in busy:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-        threading.Thread(target=_retire, args=(gen,), daemon=True).start()
+        retire = threading.Thread(target=_retire, args=(gen,), daemon=True)
+        retire.start()
+        # The program usually exits right after a Ctrl-C. Give the pool a moment to stop its
+        # other workers (and any it started to replace the killed ones) before that; if its
+        # terminate() is stuck, kill what is left by the PIDs the workers reported.
+        retire.join(_RETIRE_SECONDS)
+        if retire.is_alive():
+            with self._lock:
+                gen.drain()
+                left = {pid for pid in gen.pids if alive(pid)}
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._work:
