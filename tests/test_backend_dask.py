@@ -10,6 +10,7 @@ to them as a user would (``ANYEXEC_BACKEND=dask://HOST:PORT``), and stop them by
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import importlib
 import json
 import os
@@ -226,23 +227,35 @@ def test_module_on_a_sys_path_entry_added_at_run_time_imports_on_workers(
         sys.modules.pop(name, None)
 
 
+@contextlib.contextmanager
+def _user_module(folder: Path, monkeypatch: pytest.MonkeyPatch,
+                 body: str) -> Iterator[tuple[Any, Path]]:
+    """Import a new module written to ``folder`` (the user's own code); forget it after."""
+    name = f"anyexec_dask_user_{uuid.uuid4().hex}"
+    source = folder / f"{name}.py"
+    source.write_text(body)
+    monkeypatch.syspath_prepend(str(folder))
+    try:
+        yield importlib.import_module(name), source
+    finally:
+        sys.modules.pop(name, None)
+
+
+def _delete_source(source: Path) -> None:
+    """Leave the module importable only where it was already loaded (or uploaded)."""
+    source.unlink()
+    shutil.rmtree(source.parent / "__pycache__", ignore_errors=True)
+
+
 def test_function_whose_module_workers_cannot_import_is_reported_with_the_fix(
     local: anyexec.Executor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    name = f"anyexec_dask_gone_{uuid.uuid4().hex}"
-    source = tmp_path / f"{name}.py"
-    source.write_text("def probe(x):\n    return x\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    module = importlib.import_module(name)
-    source.unlink()  # as on a remote worker that lacks the user's code
-    shutil.rmtree(tmp_path / "__pycache__", ignore_errors=True)
-    try:
+    with _user_module(tmp_path, monkeypatch, "def probe(x):\n    return x\n") as (module, src):
+        _delete_source(src)  # as on a remote worker that lacks the user's code
         # The worker-side runner reports it per item, naming the module and the fix.
         with pytest.raises(anyexec.SerializationError,
-                           match=rf"could not load the function.*{name}.*ship the code"):
+                           match=rf"could not load the function.*{module.__name__}.*ship the code"):
             list(local.map(module.probe, range(3)))
-    finally:
-        sys.modules.pop(name, None)
     assert list(local.map(tasks.square, range(3))) == [0, 1, 4]
 
 
@@ -435,20 +448,12 @@ def test_an_existing_client_is_used_and_left_open(cluster: str) -> None:
 def test_module_uploaded_with_the_client_runs_on_a_running_cluster(
     cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    name = f"anyexec_dask_uploaded_{uuid.uuid4().hex}"
-    source = tmp_path / f"{name}.py"
-    source.write_text("def probe(x):\n    return -x\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    module = importlib.import_module(name)
-    try:
-        with Client(cluster, timeout=30, set_as_default=False) as client:
-            client.upload_file(str(source))
-            source.unlink()  # from now on only the uploaded copies exist
-            shutil.rmtree(tmp_path / "__pycache__", ignore_errors=True)
-            with anyexec.get_executor("dask", client=client) as ex:
-                assert list(ex.map(module.probe, range(4))) == [0, -1, -2, -3]
-    finally:
-        sys.modules.pop(name, None)
+    with _user_module(tmp_path, monkeypatch, "def probe(x):\n    return -x\n") as (module, src), \
+            Client(cluster, timeout=30, set_as_default=False) as client:
+        client.upload_file(str(src))
+        _delete_source(src)  # from now on only the uploaded copies exist
+        with anyexec.get_executor("dask", client=client) as ex:
+            assert list(ex.map(module.probe, range(4))) == [0, -1, -2, -3]
 
 
 @pytest.mark.cluster

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -86,13 +84,3 @@ def test_cancelled_submission_never_runs(tmp_path: os.PathLike[str]) -> None:
     assert not list(Path(tmp_path).glob("*.started"))
 
 
-def test_ctrl_c_in_a_with_block_stops_running_calls_instead_of_waiting(tmp_path: Path) -> None:
-    ex = anyexec.get_executor("pathos", max_workers=2)
-    assert os.getpid() not in set(ex.map(tasks.pid, range(4), chunksize=1))
-    slow = ex.submit(tasks.record_and_sleep, 0, folder=str(tmp_path), seconds=120)
-    while not (tmp_path / "0.started").exists():  # wait until a worker runs it
-        time.sleep(0.01)
-    with pytest.raises(KeyboardInterrupt), ex:
-        raise KeyboardInterrupt
-    with pytest.raises(anyexec.WorkerCrashedError):
-        slow.result(timeout=60)

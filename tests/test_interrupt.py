@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 import anyexec
+from anyexec.testing import tasks
 
 SCRIPT = Path(__file__).parent / "scripts" / "long_map.py"
 
@@ -92,3 +93,21 @@ def test_ctrl_c_during_map_exits_quickly_and_leaves_no_children(backend: str,
         err.close()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.mark.parametrize("backend", ["joblib", "pathos"])
+def test_ctrl_c_in_a_with_block_stops_running_calls_instead_of_waiting(
+    backend: str, tmp_path: Path
+) -> None:
+    # In the caller's own process: a KeyboardInterrupt raised inside the with block makes the
+    # executor kill the workers running calls, so leaving the block does not wait for them.
+    pytest.importorskip(backend)
+    ex = anyexec.get_executor(backend, max_workers=2)
+    assert os.getpid() not in set(ex.map(tasks.pid, range(4), chunksize=1))
+    slow = ex.submit(tasks.record_and_sleep, 0, folder=str(tmp_path), seconds=120)
+    while not (tmp_path / "0.started").exists():  # wait until a worker runs it
+        time.sleep(0.01)
+    with pytest.raises(KeyboardInterrupt), ex:
+        raise KeyboardInterrupt
+    with pytest.raises(anyexec.WorkerCrashedError):
+        slow.result(timeout=60)

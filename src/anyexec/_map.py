@@ -19,7 +19,7 @@ from anyexec._chunking import Chunker
 from anyexec._errors import RemoteTraceback, SerializationError, WorkerCrashedError
 from anyexec._progress import make_progress
 from anyexec._record import TYPE_CHECKING, Record
-from anyexec._worker import SINGLE, STAR, ChunkOutcome, Failure, _short, run_chunk
+from anyexec._worker import SINGLE, STAR, ChunkOutcome, Failure, _short, dumps_or_none, run_chunk
 
 if TYPE_CHECKING:
     from typing import Any
@@ -86,16 +86,11 @@ def add_note(exc: BaseException, note: str) -> None:
 
 def dump_items(items: list[Any], start: int) -> bytes:
     """Pickle a chunk's call items in the caller, naming the item that cannot be sent."""
-    try:
-        return pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        pass
+    data = dumps_or_none(items)
+    if data is not None:
+        return data
     import cloudpickle
 
-    try:
-        return bytes(cloudpickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL))
-    except Exception:
-        pass
     for offset, item in enumerate(items):
         try:
             cloudpickle.dumps(item)

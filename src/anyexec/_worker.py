@@ -29,6 +29,7 @@ __all__ = [
     "ChunkOutcome",
     "Failure",
     "PickledCallable",
+    "dumps_or_none",
     "in_worker",
     "run_chunk",
 ]
@@ -295,18 +296,28 @@ def _unloadable(why: Exception, calls: list[Any], mode: int,
     return _dump_outcome(outcome, calls, mode) if crossing else outcome
 
 
-def _dump_outcome(outcome: ChunkOutcome, calls: list[Any], mode: int) -> bytes:
+def dumps_or_none(obj: Any) -> bytes | None:
+    """``obj`` pickled by plain pickle (fast, by reference) or else cloudpickle (lambdas,
+    closures, ``__main__``); None if neither can. cloudpickle is imported only when needed."""
     try:
-        return pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
         pass
     import cloudpickle
 
     try:
-        return bytes(cloudpickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
+        return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
     except Exception:
-        pass
+        return None
+
+
+def _dump_outcome(outcome: ChunkOutcome, calls: list[Any], mode: int) -> bytes:
+    data = dumps_or_none(outcome)
+    if data is not None:
+        return data
     # Find the value that cannot be pickled and report it as that item's failure.
+    import cloudpickle
+
     from anyexec._errors import SerializationError
 
     for position, value in enumerate(outcome.values):
