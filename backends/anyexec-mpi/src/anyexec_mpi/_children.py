@@ -27,9 +27,34 @@ def children(pid: int) -> set[int]:
     return found
 
 
+def _tree(root: int) -> list[int]:
+    """``root`` and its descendants, parents before children."""
+    found = [root]
+    for child in children(root):
+        found.extend(_tree(child))
+    return found
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signum)
+
+
 def kill_trees(roots: set[int]) -> None:
-    """SIGKILL each root and all its descendants, deepest first."""
-    for root in roots:
-        kill_trees(children(root))
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(root, signal.SIGKILL)
+    """SIGKILL each root and all its descendants, with none of them able to react.
+
+    Every process of the trees is stopped first, then killed. Killing them one by one lets the
+    survivors react: MPICH's ``mpiexec`` answers the death of a worker by SIGKILLing every
+    process of the job, and in a singleton job that includes the caller, which then dies
+    before it can report the interrupt. A stopped process can neither react nor fork, so a
+    second walk after the stop finds any child started in between.
+    """
+    stopped: list[int] = []
+    for _ in range(2):
+        for root in roots:
+            for pid in _tree(root):
+                if pid not in stopped:
+                    _signal(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+    for pid in stopped:
+        _signal(pid, signal.SIGKILL)
