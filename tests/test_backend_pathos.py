@@ -80,7 +80,11 @@ def test_cancelled_submission_never_runs(tmp_path: os.PathLike[str]) -> None:
         queued = [ex.submit(fn, i) for i in range(5)]
         cancelled = [f.cancel() for f in queued]
         assert blocker.result(timeout=60) == 0
-    assert all(cancelled)
-    assert not list(Path(tmp_path).glob("*.started"))
+    # One call may already wait in the pool's queue behind the blocker (one per worker is
+    # handed over ahead); every call still in the backend's queue is cancelled and never runs.
+    assert sum(cancelled) >= len(queued) - 1
+    ran = {int(p.stem) for p in Path(tmp_path).glob("*.started")}
+    assert not ran & {i for i, c in enumerate(cancelled) if c}
+    assert ran == {i for i, c in enumerate(cancelled) if not c}
 
 
