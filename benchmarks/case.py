@@ -87,7 +87,8 @@ def _stall(make: Callable[[list[int]], Iterator[int]], consumed: int,
     settled = pulled[0]
     time.sleep(pause / 2)
     bound = None
-    frame = getattr(it, "gi_frame", None)
+    # anyexec's map iterator hands out values from a generator of chunks, which holds the run.
+    frame = getattr(getattr(it, "_chunks", it), "gi_frame", None)
     local = frame.f_locals if frame is not None else {}
     run = local.get("self")
     if run is not None and hasattr(run, "_items_open"):

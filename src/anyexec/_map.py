@@ -12,7 +12,7 @@ import itertools
 import pickle
 import queue
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import CancelledError, Future
 
 from anyexec._chunking import Chunker
@@ -293,6 +293,10 @@ class MapRun:
 
     def results(self) -> Iterator[Any]:
         """Yield results; on exit for any reason, cancel what has not started."""
+        return MapIterator.over(self._values())
+
+    def _values(self) -> Generator[list[Any], None, None]:
+        """Yield each chunk's values, in the requested order; cancel leftovers on exit."""
         try:
             ordered, inline = self._req.ordered, self._inline
             while True:
@@ -306,7 +310,7 @@ class MapRun:
                     values = self._finish(chunk)
                     if not inline:
                         self.fill()  # keep the workers busy while the consumer works
-                    yield from values
+                    yield values
                     continue
                 task_id = self._wait()
                 task, future = self._pending.pop(task_id)
@@ -324,7 +328,7 @@ class MapRun:
                     values = self._finish(chunk)
                     if not inline:
                         self.fill()
-                    yield from values
+                    yield values
         except KeyboardInterrupt:
             self._ex._interrupted()
             raise
@@ -345,6 +349,29 @@ class MapRun:
         # whose __init__ failed has no _pending.)
         for _task, future in getattr(self, "_pending", {}).values():
             future.cancel()
+
+
+class MapIterator(itertools.chain):  # type: ignore[type-arg]
+    """The iterator ``map`` returns: a chunk's values are handed out by C code, one by one.
+
+    A generator that did ``yield from values`` cost ~50 ns of frame switching per item: 10 ms
+    of the caller's CPU on 200,000 trivial calls, competing with the workers for the cores.
+    Chunks come from a generator, whose ``finally`` cancels what has not started; ``close()``
+    reaches it as it would a generator's.
+    """
+
+    _chunks: Generator[list[Any], None, None]
+
+    @classmethod
+    def over(cls, chunks: Generator[list[Any], None, None]) -> MapIterator:
+        it = cls.from_iterable(chunks)
+        assert isinstance(it, MapIterator)  # from_iterable builds the subclass it is called on
+        it._chunks = chunks
+        return it
+
+    def close(self) -> None:
+        """Stop the map: cancel every task not yet started (like a generator's ``close``)."""
+        self._chunks.close()
 
 
 def _length(iterables: tuple[Iterable[Any], ...]) -> int | None:
