@@ -85,3 +85,29 @@ def test_two_loky_executors_survive_a_worker_crash_in_one_of_them() -> None:
         assert not worker.is_alive(), "the other executor's map never finished"
         assert results == list(range(40))
         assert list(crashing.map(tasks.square, range(4))) == [0, 1, 4, 9]
+
+
+def test_a_script_that_never_closes_its_executor_exits_without_tracebacks(
+    tmp_path: os.PathLike[str],
+) -> None:
+    # joblib keeps dispatching park tasks it took from the feed after the map's last result;
+    # at interpreter exit loky refuses them and logs a traceback, which must not reach users.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(tmp_path) / "never_closed.py"
+    script.write_text(
+        "import anyexec\n"
+        "from anyexec.testing import tasks\n"
+        "if __name__ == '__main__':\n"
+        "    ex = anyexec.get_executor('joblib', max_workers=10)\n"
+        "    items = range(40)\n"
+        "    print(sum(ex.map(tasks.sleep_then_return, items, [0.05] * 40, chunksize=4)))\n"
+    )
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                              timeout=120, start_new_session=True)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == str(sum(range(40)))
+        assert "Traceback" not in proc.stderr, proc.stderr

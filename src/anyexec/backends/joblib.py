@@ -116,15 +116,21 @@ def _park_local(wake: threading.Event, seconds: float) -> None:
 class _ExitNoiseFilter(logging.Filter):
     """Drop loky's "exception calling callback" reports of a pool shut down at exit.
 
-    An executor never shut down may have a park task in joblib's prefetch buffer when the
-    interpreter exits; loky shuts its pool down first, and joblib's callback then fails to
-    dispatch it. Nothing is lost (the task only held a worker), so say nothing. (A real loss
-    of our calls still reaches their futures through the round's exception.)
+    An executor never shut down may have park tasks in joblib's prefetch buffer when the
+    interpreter exits (joblib takes ``n_jobs`` items from the feed at a time and dispatches
+    them one per completion, even after the map's last result); loky refuses new work once its
+    pool is shut down (``ShutdownExecutorError``) or the interpreter is exiting
+    (``RuntimeError``), and joblib's callback then fails to dispatch it. Nothing is lost (the
+    task only held a worker), so say nothing. (A real loss of our calls still reaches their
+    futures through the round's exception.) Measured: a script that ended right after a map of
+    100 x 50 ms in chunks of 4, without closing the executor, printed this traceback 6 times in
+    6 runs.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is None or type(exc).__name__ != "ShutdownExecutorError":
+        at_exit = isinstance(exc, RuntimeError) and "interpreter shutdown" in str(exc)
+        if exc is None or not (at_exit or type(exc).__name__ == "ShutdownExecutorError"):
             return True
         # Only while one of our rounds runs: other joblib users' reports stay untouched.
         return not any(d._round is not None for d in list(_dispatchers))
