@@ -127,3 +127,13 @@ def test_a_function_the_workers_cannot_import_is_reported_as_such(tmp_path: Any)
         assert isinstance(failure, anyexec.SerializationError), failure
         assert "could not load the function" in str(failure)
         assert "only_in_the_caller" in str(failure)
+
+
+@pytest.mark.parametrize("backend", ["serial", "threads"])
+def test_a_closed_map_iterator_yields_nothing_more_like_a_closed_generator(backend: str) -> None:
+    with anyexec.get_executor(backend, max_workers=2) as ex:
+        results = ex.map(tasks.square, range(1000), chunksize=100)
+        assert next(results) == 0  # in the middle of the first chunk
+        results.close()  # type: ignore[attr-defined]
+        assert list(results) == []
+        results.close()  # type: ignore[attr-defined]  # a second close does nothing

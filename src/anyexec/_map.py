@@ -8,6 +8,7 @@ works for any ``concurrent.futures.Future`` and lets a failure anywhere surface 
 
 from __future__ import annotations
 
+import collections
 import itertools
 import pickle
 import queue
@@ -372,6 +373,8 @@ class MapIterator(itertools.chain):  # type: ignore[type-arg]
     def close(self) -> None:
         """Stop the map: cancel every task not yet started (like a generator's ``close``)."""
         self._chunks.close()
+        # Like a closed generator, yield nothing more: drop what is left of the current chunk.
+        collections.deque(self, maxlen=0)
 
 
 def _length(iterables: tuple[Iterable[Any], ...]) -> int | None:
