@@ -16,7 +16,7 @@ import traceback
 from collections import OrderedDict
 from collections.abc import Callable
 
-from anyexec._context import CURRENT_USE, IN_WORKER, in_worker
+from anyexec._context import CURRENT_USE, IN_WORKER
 from anyexec._record import TYPE_CHECKING, Record
 
 if TYPE_CHECKING:
@@ -30,7 +30,6 @@ __all__ = [
     "Failure",
     "PickledCallable",
     "dumps_or_none",
-    "in_worker",
     "run_chunk",
 ]
 

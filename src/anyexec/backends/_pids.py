@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+from collections.abc import Iterable
 
-__all__ = ["alive"]
+__all__ = ["alive", "kill"]
 
 
 def alive(pid: int) -> bool:
@@ -21,3 +24,10 @@ def alive(pid: int) -> bool:
             return stat.read().rpartition(")")[2].split()[0] != "Z"
     except (OSError, IndexError):
         return True  # no /proc (macOS): kill(0) succeeded, so it runs
+
+
+def kill(pids: Iterable[int]) -> None:
+    """SIGKILL each of ``pids``; one already gone (or not ours to signal) is skipped."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)

@@ -24,7 +24,6 @@ import math
 import multiprocessing
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -34,6 +33,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
+
+from anyexec.backends._pids import kill
 
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
@@ -435,9 +436,7 @@ class DaskBackend:
             sent = [job.remote for job in self._sent.values()]
         for job in queued:
             job.future.cancel()
-        for pid in self._worker_pids():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        kill(self._worker_pids())
         if sent:
             with contextlib.suppress(Exception):
                 self._client.cancel(sent)

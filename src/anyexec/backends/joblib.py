@@ -24,7 +24,6 @@ import logging
 import os
 import pickle
 import shutil
-import signal
 import tempfile
 import threading
 import time
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from anyexec._selection import check_max_workers
+from anyexec.backends._pids import kill
 
 if TYPE_CHECKING:
     from joblib import Parallel
@@ -528,11 +528,8 @@ class JoblibBackend:
         # (still starting, or holding a call that did not start): on Ctrl-C the shared loky
         # pool goes down anyway, and loky's exit handler would wait for its running calls.
         pids = self._dispatcher.worker_pids() | _loky_workers()
-        for pid in pids:
-            # A PID seen long ago may belong to another process by now: only our children.
-            if _is_child(pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
+        # A PID seen long ago may belong to another process by now: only our children.
+        kill(pid for pid in pids if _is_child(pid))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._dispatcher.close(cancel_queued=cancel_futures)

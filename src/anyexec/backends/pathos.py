@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from anyexec._selection import check_max_workers
-from anyexec.backends._pids import alive
+from anyexec.backends._pids import alive, kill
 
 __all__ = ["PathosBackend", "WorkerLostError"]
 
@@ -403,9 +403,7 @@ class PathosBackend:
         self._cancel_queued()
         if gen is None:
             return
-        for pid in busy:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        kill(busy)
         retire = threading.Thread(target=_retire, args=(gen,), daemon=True)
         retire.start()
         # The program usually exits right after a Ctrl-C. Give the pool a moment to stop its
@@ -416,9 +414,7 @@ class PathosBackend:
             with self._lock:
                 gen.drain()
                 left = {pid for pid in gen.pids if alive(pid)}
-            for pid in left:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
+            kill(left)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._work:

@@ -22,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from anyexec._futures import ChainedFuture
 from anyexec._record import TYPE_CHECKING
-from anyexec.backends._pids import alive
+from anyexec.backends._pids import alive, kill
 
 if TYPE_CHECKING:
     # Only for annotations: importing typing at run time would slow the first result.
@@ -203,9 +203,7 @@ class _Pool:
 
     def kill_workers(self) -> None:
         self.drain()
-        for pid in self._pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        kill(self._pids)
 
     def close(self, *, wait: bool, cancel_futures: bool = True) -> None:
         self.executor.shutdown(wait=wait, cancel_futures=cancel_futures)
