@@ -260,3 +260,16 @@ def test_keyword_names_read_without_inspect_agree_with_the_signature(factory: An
 def test_a_misspelt_keyword_option_is_still_reported_with_a_suggestion() -> None:
     with pytest.raises(TypeError, match=r"has no option 'max_worker'.*did you mean 'max_workers'"):
         anyexec.get_executor("threads", max_worker=2)
+
+
+def test_start_method_choices_read_the_same_whichever_backend_was_checked_first() -> None:
+    # typing caches "Literal[...] | None" by equality, which ignores the order of the choices:
+    # dask's and processes' must list them in the same order, or the first one read wins.
+    pytest.importorskip("distributed")
+    messages = []
+    for spec in ("dask?start_method=fast", "processes?start_method=fast"):
+        with pytest.raises(ValueError, match="start_method='fast'") as info:
+            anyexec.get_executor(spec)
+        messages.append(str(info.value))
+    for message in messages:
+        assert "expected one of 'fork', 'spawn', 'forkserver'" in message

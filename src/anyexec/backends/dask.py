@@ -41,7 +41,10 @@ if TYPE_CHECKING:
 
 __all__ = ["DaskBackend"]
 
-StartMethod = Literal["spawn", "forkserver", "fork"]
+# In the same order as the processes backend's: typing caches "Literal[...] | None" by equality,
+# which ignores order, so whichever backend's options were read first decided the order of the
+# choices in the other's error message.
+StartMethod = Literal["fork", "spawn", "forkserver"]
 
 log = logging.getLogger("anyexec")
 
@@ -143,8 +146,8 @@ class DaskBackend:
         _check_int("threads_per_worker", threads_per_worker, minimum=1, optional=True)
         _check_int("retries", retries, minimum=0)
         _check_int("priority", priority, minimum=None)
-        if start_method not in (None, "spawn", "forkserver", "fork"):
-            raise ValueError(f"start_method must be 'spawn', 'forkserver', 'fork' or None, got "
+        if start_method not in (None, "fork", "spawn", "forkserver"):
+            raise ValueError(f"start_method must be 'fork', 'spawn', 'forkserver' or None, got "
                              f"{start_method!r}")
         if not isinstance(processes, bool):
             raise TypeError(f"processes must be True or False, got {processes!r}")
