@@ -107,6 +107,12 @@ class BadReduceError(Exception):
     def __init__(self, a: str, b: str) -> None:
         super().__init__(a)
 
+    def __reduce__(self) -> tuple[type[BadReduceError], tuple[object, ...]]:
+        # Exception's own reduction, written out: importing distributed installs tblib's
+        # exception pickling for every class that exists then, which rebuilds a class that
+        # uses the inherited __reduce__ without calling __init__, so it would unpickle.
+        return type(self), self.args
+
 
 def raise_bad_reduce(x: int, bad: int = 3) -> int:
     if x == bad:
