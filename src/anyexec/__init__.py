@@ -16,6 +16,7 @@ from anyexec._errors import (
     AnyexecError,
     AnyexecWarning,
     BackendUnavailableError,
+    ExecutorShutdownError,
     RemoteTraceback,
     SerializationError,
     TaskTimeoutError,
@@ -41,8 +42,9 @@ __version__ = "0.1.0"
 
 # Show public classes as anyexec.X in tracebacks and reprs, not as their private modules.
 for _name in ("AnyexecError", "AnyexecWarning", "TaskTimeoutError", "BackendUnavailableError",
-              "RemoteTraceback", "SerializationError", "UnknownBackendError",
-              "WorkerCrashedError", "BackendInfo", "BackendConflictWarning"):
+              "ExecutorShutdownError", "RemoteTraceback", "SerializationError",
+              "UnknownBackendError", "WorkerCrashedError", "BackendInfo",
+              "BackendConflictWarning"):
     globals()[_name].__module__ = "anyexec"
 del _name
 
@@ -79,6 +81,7 @@ __all__ = [
     "BackendInfo",
     "BackendUnavailableError",
     "Executor",
+    "ExecutorShutdownError",
     "RemoteTraceback",
     "SerializationError",
     "TaskTimeoutError",

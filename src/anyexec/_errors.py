@@ -10,6 +10,7 @@ __all__ = [
     "AnyexecError",
     "AnyexecWarning",
     "BackendUnavailableError",
+    "ExecutorShutdownError",
     "RemoteTraceback",
     "SerializationError",
     "TaskTimeoutError",
@@ -42,7 +43,27 @@ class BackendUnavailableError(AnyexecError, ImportError):
 
 class WorkerCrashedError(AnyexecError, RuntimeError):
     """A worker died (``os._exit``, a segfault, a signal, the out-of-memory killer) while it
-    ran a task, or the engine lost the task. The message names the items and likely causes."""
+    ran a task, or the engine lost the task. The message names the items and likely causes.
+
+    A backend that knows what happened (the scheduler was lost, workers failed to start, a
+    nested pool was refused) raises this class, or a subclass, from the task's future with a
+    message that says so; the core then adds the items but no guessed causes.
+    """
+
+    #: Whether one of the task's own items may have caused it. When True (an unexplained
+    #: death), the core reruns each item of a crashed chunk alone, once, to find the culprit;
+    #: a backend sets it False on an error no item caused (the scheduler was lost, workers
+    #: could not start), which then fails the chunk as it is.
+    item_specific: bool = True
+
+
+class ExecutorShutdownError(AnyexecError, RuntimeError):
+    """Work was asked of an executor that was already shut down.
+
+    Raised by ``submit`` and ``map`` after ``shutdown()`` (or once the interpreter has begun
+    to exit), and by a ``map`` iterator that still had input to send when its executor was
+    shut down: consume the results before leaving the ``with`` block.
+    """
 
 
 class TaskTimeoutError(AnyexecError, TimeoutError):

@@ -9,6 +9,8 @@ callables; chunking, ordering, error reporting, progress and cancellation live h
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import logging
 import os
 import pickle
 import sys
@@ -18,9 +20,16 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 
-from anyexec._errors import AnyexecWarning, SerializationError
+from anyexec._errors import AnyexecWarning, ExecutorShutdownError, SerializationError
 from anyexec._futures import ChainedFuture
-from anyexec._map import MapRequest, decode_outcome, dump_items, failure_exception, start_map
+from anyexec._map import (
+    MapRequest,
+    decode_outcome,
+    dump_items,
+    failure_exception,
+    source_file,
+    start_map,
+)
 from anyexec._record import TYPE_CHECKING
 from anyexec._worker import CALL, PickledCallable, run_chunk
 
@@ -33,13 +42,77 @@ __all__ = ["Executor"]
 
 _DEFAULT_TASK_OVERHEAD = 2e-4
 
+log = logging.getLogger("anyexec")
+
+# Executors whose backend may still have work to finish: every executor until it was shut
+# down with wait=True. Strong references, as the stdlib's pools keep their threads: work
+# submitted to an executor that the program dropped still finishes before the interpreter exits.
+_live: set[Executor] = set()
+_live_lock = threading.Lock()
+_exiting = False
+_hook_registered = False
+# The process that registered the hook. A forked child inherits the hook and the parent's
+# executors, and multiprocessing runs threading's exit hooks when a worker ends: a worker must
+# not try to shut down its parent's pools.
+_hook_pid = 0
+
+
+def _forget_parent_executors() -> None:
+    """In a forked child: the parent's executors are the parent's to finish, not ours."""
+    global _live_lock
+    _live.clear()
+    _live_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_executors)
+
+
+def _register_exit_hook() -> None:
+    """Run :func:`_finish_at_exit` when the interpreter starts to exit (once per process).
+
+    ``threading._register_atexit`` is what ``concurrent.futures`` itself uses: its hooks run
+    before ``atexit`` handlers (so before Ray's and Dask's own exit handlers stop those engines)
+    while daemon threads (our dispatchers) still run.
+    """
+    global _hook_registered, _hook_pid
+    if _hook_registered and _hook_pid == os.getpid():
+        return
+    _hook_registered, _hook_pid = True, os.getpid()
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:  # pragma: no cover - every CPython we support has it
+        import atexit
+
+        atexit.register(_finish_at_exit)
+        return
+    with contextlib.suppress(RuntimeError):  # the interpreter is already exiting
+        register(_finish_at_exit)
+
+
+def _finish_at_exit() -> None:
+    """Let every executor finish the work it was given, as the stdlib pools do at exit."""
+    global _exiting
+    if os.getpid() != _hook_pid:
+        return
+    with _live_lock:
+        _exiting = True
+        executors = list(_live)
+    for ex in reversed(executors):
+        try:
+            ex._finish()
+        except Exception:  # one engine's failure must not keep the others' work from ending
+            log.exception("anyexec: backend %r failed to finish its work at exit", ex.backend)
+
 
 class _LinkedFuture(ChainedFuture):
     """The future ``submit`` returns: mirrors the backend's future, decoding our outcome."""
 
-    def __init__(self, ex: Executor) -> None:
+    def __init__(self, ex: Executor, fn: Callable[..., Any]) -> None:
         super().__init__()
         self._ex = ex
+        # Only the function's file is kept (for the traceback), never the function itself:
+        # a finished future must not keep a model bound to the function alive.
+        self._source = source_file(fn)
 
     def link(self, inner: Future[Any]) -> None:
         self.inner = inner
@@ -57,7 +130,7 @@ class _LinkedFuture(ChainedFuture):
         if outcome.failures:
             failure = outcome.failures[0]
             self._settle(exc=failure_exception(self._ex, failure,
-                                               f"the call {failure.item_repr}"))
+                                               f"the call {failure.item_repr}", self._source))
         else:
             self._settle(value=outcome.values[0])
 
@@ -80,7 +153,6 @@ class Executor(concurrent.futures.Executor):
     """
 
     backend: str
-    max_workers: int
 
     def __init__(self, backend: Any, *, name: str, max_workers: int | None = None) -> None:
         for method in ("submit", "shutdown"):
@@ -93,16 +165,24 @@ class Executor(concurrent.futures.Executor):
                 )
         self._backend = backend
         self.backend = name
-        workers = getattr(backend, "max_workers", None)
-        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-            workers = max_workers or os.cpu_count() or 1
-        self.max_workers = workers
+        self._default_workers = max_workers or os.cpu_count() or 1
         self._pickles = bool(getattr(backend, "pickles", True))
         overhead = float(getattr(backend, "task_overhead", _DEFAULT_TASK_OVERHEAD))
         self._target_chunk_seconds = min(0.5, max(0.002, 100 * overhead))
         self._lock = threading.Lock()
         self._shut = False
         self._last_payload: tuple[Callable[..., Any], PickledCallable] | None = None
+        with _live_lock:
+            _live.add(self)
+        _register_exit_hook()
+
+    @property
+    def max_workers(self) -> int:
+        """How many tasks run at once: the backend's current figure (a cluster may grow)."""
+        workers = getattr(self._backend, "max_workers", None)
+        if isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1:
+            return workers
+        return self._default_workers
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -112,6 +192,12 @@ class Executor(concurrent.futures.Executor):
 
     @classmethod
     def _create(cls, resolved: Any) -> Executor:
+        if _exiting:
+            # Never start an engine the program is leaving (Ray's auto-init at exit joined
+            # another cluster on the machine and hung).
+            raise ExecutorShutdownError(
+                f"cannot start backend {resolved.name!r}: the interpreter is exiting"
+            )
         backend = resolved.factory(**resolved.options)
         return cls(backend, name=resolved.name, max_workers=resolved.options.get("max_workers"))
 
@@ -158,11 +244,24 @@ class Executor(concurrent.futures.Executor):
             terminate()
 
     def _check_open(self) -> None:
+        if _exiting:
+            raise ExecutorShutdownError(
+                f"cannot schedule new futures after interpreter shutdown (executor on backend "
+                f"{self.backend!r}): the program is exiting"
+            )
         if self._shut:
-            raise RuntimeError(
+            raise ExecutorShutdownError(
                 f"cannot schedule new futures after shutdown (executor on backend "
                 f"{self.backend!r}); create a new one with anyexec.get_executor()"
             )
+
+    def _finish(self) -> None:
+        """At interpreter exit: refuse new work, wait for what was submitted, release."""
+        with self._lock:
+            self._shut = True
+        self._backend.shutdown(wait=True)
+        with _live_lock:
+            _live.discard(self)
 
     # -- the contract --------------------------------------------------------------------
 
@@ -177,7 +276,7 @@ class Executor(concurrent.futures.Executor):
             payload = self._payload_for(fn)
             call = [(args, kwargs)]
             blob: Any = dump_items(call, 0) if self._pickles else call
-            outer = _LinkedFuture(self)
+            outer = _LinkedFuture(self, fn)
             outer.link(self._backend.submit(run_chunk, payload, blob, CALL, True))
             return outer
 
@@ -235,14 +334,23 @@ class Executor(concurrent.futures.Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Release the backend's resources; calling it again does nothing.
 
-        Afterwards ``submit`` and ``map`` raise ``RuntimeError``. Resources the executor did
-        not create (a cluster it connected to) are left running.
+        Afterwards ``submit`` and ``map`` raise :class:`anyexec.ExecutorShutdownError` (a
+        ``RuntimeError``). Resources the executor did not create (a cluster it connected to)
+        are left running. As with the stdlib pools, work submitted and not cancelled finishes
+        before the interpreter exits, even after ``shutdown(wait=False)`` or with no
+        ``shutdown()`` at all.
         """
         with self._lock:
             if self._shut:
                 return
             self._shut = True
-        self._backend.shutdown(wait=wait, cancel_futures=cancel_futures)
+        try:
+            self._backend.shutdown(wait=wait, cancel_futures=cancel_futures)
+        finally:
+            if wait:
+                # Without wait, work may still be running: the exit hook waits for it.
+                with _live_lock:
+                    _live.discard(self)
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         if exc_type is KeyboardInterrupt:

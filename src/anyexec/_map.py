@@ -9,15 +9,23 @@ works for any ``concurrent.futures.Future`` and lets a failure anywhere surface 
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import pickle
 import queue
 import time
+import warnings
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import CancelledError, Future
 
 from anyexec._chunking import Chunker
-from anyexec._errors import RemoteTraceback, SerializationError, WorkerCrashedError
+from anyexec._errors import (
+    AnyexecWarning,
+    ExecutorShutdownError,
+    RemoteTraceback,
+    SerializationError,
+    WorkerCrashedError,
+)
 from anyexec._progress import make_progress
 from anyexec._record import TYPE_CHECKING, Record
 from anyexec._worker import SINGLE, STAR, ChunkOutcome, Failure, _short, dumps_or_none, run_chunk
@@ -27,7 +35,15 @@ if TYPE_CHECKING:
 
     from anyexec._progress import Progress
 
-__all__ = ["MapRequest", "decode_outcome", "dump_items", "failure_exception", "start_map"]
+__all__ = [
+    "MapRequest",
+    "crash_message",
+    "decode_outcome",
+    "dump_items",
+    "failure_exception",
+    "source_file",
+    "start_map",
+]
 
 _CRASH_CAUSES = (
     "Likely causes: the task called os._exit() or crashed the interpreter (a segmentation "
@@ -114,10 +130,7 @@ def decode_outcome(ex: Any, future: Future[Any], where: str) -> ChunkOutcome:
     except Exception as exc:
         # The runner catches every exception of the user's code, so anything raised here is
         # the engine losing the task: a dead worker, a lost node, a broken pool.
-        raise WorkerCrashedError(
-            f"a worker of backend {ex.backend!r} failed while running {where}: "
-            f"{type(exc).__name__}: {exc}. {_CRASH_CAUSES} {ex._recovery_hint()}"
-        ) from exc
+        raise WorkerCrashedError(crash_message(ex, where, exc)) from exc
     if isinstance(raw, bytes):
         try:
             return pickle.loads(raw)  # type: ignore[no-any-return]
@@ -130,15 +143,75 @@ def decode_outcome(ex: Any, future: Future[Any], where: str) -> ChunkOutcome:
     return raw  # type: ignore[no-any-return]
 
 
-def failure_exception(ex: Any, failure: Failure, where: str) -> BaseException:
-    """The user's exception, with the worker's traceback attached and a note naming ``where``."""
+def crash_message(ex: Any, where: str, exc: BaseException) -> str:
+    """Say which items an engine failure took, what it was, and what to do next.
+
+    A backend that knows what happened raises a :class:`WorkerCrashedError` saying so; only
+    an engine's own, unexplained error gets the list of usual causes.
+    """
+    what = " ".join(str(exc).split()).rstrip(".")  # engines' messages may span lines
+    if isinstance(exc, WorkerCrashedError):
+        return f"a worker of backend {ex.backend!r} failed while running {where}: {what}."
+    return (f"a worker of backend {ex.backend!r} failed while running {where}: "
+            f"{type(exc).__name__}: {what}. {_CRASH_CAUSES} {ex._recovery_hint()}")
+
+
+def failure_exception(ex: Any, failure: Failure, where: str,
+                      source: str | None = None) -> BaseException:
+    """The user's exception, with the worker's traceback attached and a note naming ``where``.
+
+    ``source`` is the file of the function that was called (see :func:`source_file`), named
+    in the worker's traceback where cloudpickle left none.
+    """
     exc = failure.exception
     if ex._pickles and failure.traceback and exc.__traceback__ is None:
         # Tracebacks do not survive pickling; show the worker's text as the cause, as
         # ProcessPoolExecutor does.
-        exc.__cause__ = RemoteTraceback(failure.traceback)
+        exc.__cause__ = RemoteTraceback(_restore_dynamic_frames(failure.traceback, source))
     add_note(exc, f"anyexec: raised by {where} on backend {ex.backend!r}")
     return exc
+
+
+_DYNAMIC = '"<dynamic-code>"'
+
+
+def _restore_dynamic_frames(text: str, path: str | None) -> str:
+    """Put the file and source lines back into a worker's traceback of code sent by value.
+
+    cloudpickle names the file of every function it sends by value (those of ``__main__``,
+    lambdas, closures) ``<dynamic-code>``, so the worker's traceback shows neither the script's
+    path nor its lines. Such code comes from the caller's own files: the file of the function
+    that was called is the one to show, and the caller can read its lines.
+    """
+    if _DYNAMIC not in text or path is None:
+        return text
+    import linecache
+
+    out: list[str] = []
+    for line in text.splitlines(keepends=True):
+        if _DYNAMIC not in line:
+            out.append(line)
+            continue
+        out.append(line.replace(_DYNAMIC, f'"{path}"', 1))
+        number = line.partition(", line ")[2].partition(",")[0]
+        source = linecache.getline(path, int(number)).strip() if number.isdigit() else ""
+        if source:
+            out.append(f"    {source}\n")
+    return "".join(out)
+
+
+def source_file(fn: Any) -> str | None:
+    """The file that defines ``fn`` (through partials and bound methods), if it exists here."""
+    import os.path
+
+    for _ in range(8):  # partial(partial(method)) ...
+        inner = getattr(fn, "func", None) or getattr(fn, "__func__", None)
+        if inner is None:
+            break
+        fn = inner
+    code = getattr(fn, "__code__", None)
+    path = getattr(code, "co_filename", None)
+    return path if isinstance(path, str) and os.path.isfile(path) else None
 
 
 class MapRun:
@@ -150,6 +223,7 @@ class MapRun:
         self._backend = ex._backend
         self._crossing: bool = ex._pickles
         payload = ex._payload_for(req.fn)
+        self._fn_file = source_file(req.fn)
         share = getattr(self._backend, "share", None) if self._crossing else None
         self._payload = share(payload) if share is not None else payload
         self._mode = SINGLE if len(req.iterables) == 1 else STAR
@@ -162,10 +236,11 @@ class MapRun:
         # A backend that runs tasks inside submit() (serial) is driven one chunk at a time, on
         # demand: nothing runs ahead of the consumer, and map() itself returns at once.
         self._inline = bool(getattr(self._backend, "runs_in_caller", False))
-        self._window = 1 if self._inline else max(2, 2 * ex.max_workers + 2)
         self._deadline = None if req.timeout is None else time.monotonic() + req.timeout
         self._stop_on_error = req.on_error == "raise" and req.retries == 0
         self._pulled = 0
+        self._requested = False  # a result was asked for (the dropped-iterator warning)
+        self._closed = False
         self._exhausted = False
         self._seq = itertools.count()
         self._open: dict[int, _Chunk] = {}  # chunks not yet yielded, by seq
@@ -185,7 +260,9 @@ class MapRun:
     def fill(self) -> None:
         """Pull input and submit chunks until the window is full or the input ends."""
         buffersize = self._req.buffersize
-        while not self._exhausted and len(self._open) < self._window:
+        # Read each time: a cluster's worker count changes as workers join and leave.
+        window = 1 if self._inline else max(2, 2 * self._ex.max_workers + 2)
+        while not self._exhausted and len(self._open) < window:
             size = self._chunker.next_size(self._pulled)
             if buffersize is not None:
                 room = buffersize - self._items_open
@@ -197,6 +274,13 @@ class MapRun:
                 self._exhausted = True
             if not items:
                 break
+            if self._ex._shut:
+                raise ExecutorShutdownError(
+                    f"the executor (backend {self._ex.backend!r}) was shut down while this "
+                    f"map still had input to run (items from {self._pulled} on never ran). "
+                    "Consume the map's results before the executor shuts down: inside its "
+                    "`with` block, or with list(ex.map(...))"
+                )
             chunk = _Chunk(next(self._seq), self._pulled, items)
             self._pulled += len(items)
             self._items_open += len(items)
@@ -235,11 +319,24 @@ class MapRun:
         # A result that became available after the deadline is a timeout too, whether we
         # waited for it or a backend that runs tasks synchronously (serial) made us late.
         if finished > self._deadline:
-            raise TimeoutError(
-                f"map did not finish within timeout={self._req.timeout} s; "
-                f"{len(self._pending)} task(s) not finished in time were cancelled"
-            )
+            raise TimeoutError(self._timed_out())
         return task_id
+
+    def _timed_out(self) -> str:
+        """Cancel what has not started and say truthfully what happened to the rest."""
+        cancelled = running = 0
+        for _task, future in self._pending.values():
+            if future.cancel():
+                cancelled += 1
+            elif not future.done():
+                running += 1
+        text = f"map did not finish within timeout={self._req.timeout} s"
+        if cancelled:
+            text += f"; {cancelled} task(s) not started were cancelled"
+        if running:
+            text += (f"; {running} task(s) already running could not be stopped: they run to "
+                     "their end on the workers (shutting the executor down waits for them)")
+        return text
 
     def _receive(self, task: _Task, future: Future[Any]) -> None:
         """Record a finished task's results into its chunk, resubmitting retries."""
@@ -249,6 +346,17 @@ class MapRun:
         try:
             outcome = self._decode(future, chunk, task)
         except WorkerCrashedError as crash:
+            cause = crash.__cause__
+            item_specific = getattr(cause, "item_specific", True)
+            if (task.position is None and len(chunk.items) > 1 and item_specific
+                    and not self._ex._shut):
+                # The crash took the whole chunk, but the culprit is one of its items: run
+                # each item alone, once, so that only the culprit fails and every other
+                # result is kept. (Items that ran before the crash run a second time.)
+                chunk.values = [None] * len(chunk.items)
+                for position in positions:
+                    self._submit(_Task(chunk, position, 0))
+                return
             for position in positions:
                 self._fail(task, position, crash)
             return
@@ -279,7 +387,8 @@ class MapRun:
         return decode_outcome(self._ex, future, f"{where} (first: {first})")
 
     def _exception(self, failure: Failure, index: int) -> BaseException:
-        return failure_exception(self._ex, failure, f"item {index} ({failure.item_repr})")
+        return failure_exception(self._ex, failure, f"item {index} ({failure.item_repr})",
+                                 self._fn_file)
 
     def _finish(self, chunk: _Chunk) -> list[Any]:
         """The chunk's values; raises its first error unless ``on_error='return'``."""
@@ -292,12 +401,13 @@ class MapRun:
                 chunk.values[position] = exc
         return chunk.values
 
-    def results(self) -> Iterator[Any]:
+    def results(self) -> MapIterator:
         """Yield results; on exit for any reason, cancel what has not started."""
-        return MapIterator.over(self._values())
+        return MapIterator.over(self._values(), self)
 
     def _values(self) -> Generator[list[Any], None, None]:
         """Yield each chunk's values, in the requested order; cancel leftovers on exit."""
+        self._requested = True
         try:
             ordered, inline = self._req.ordered, self._inline
             while True:
@@ -338,6 +448,7 @@ class MapRun:
 
     def close(self) -> None:
         """Cancel every task not yet started and release the progress display."""
+        self._closed = True
         pending, self._pending = self._pending, {}
         for _task, future in pending.values():
             future.cancel()
@@ -348,8 +459,24 @@ class MapRun:
     def __del__(self) -> None:
         # An iterator dropped before it was started never runs its finally block. (An object
         # whose __init__ failed has no _pending.)
-        for _task, future in getattr(self, "_pending", {}).values():
-            future.cancel()
+        never = 0
+        for task, future in getattr(self, "_pending", {}).values():
+            if future.cancel():
+                never += len(task.chunk.items) if task.position is None else 1
+        if getattr(self, "_requested", True) or self._closed:
+            return
+        # The stdlib's map runs every item even if nobody reads a result; ours is lazy, so a
+        # map called only for its side effects silently does almost nothing. Say so.
+        rest = "" if self._exhausted else ", and the rest of the input was never read"
+        with contextlib.suppress(Exception):  # the interpreter may be tearing down
+            warnings.warn(
+                f"a map iterator of backend {self._ex.backend!r} was dropped before any result "
+                f"was requested: {never} of the {self._pulled} item(s) sent never ran{rest}. "
+                "map() is lazy: iterate over its results (a for loop, list(...)), or call "
+                "submit() for calls whose results you do not need",
+                AnyexecWarning,
+                stacklevel=2,
+            )
 
 
 class MapIterator(itertools.chain):  # type: ignore[type-arg]
@@ -362,17 +489,21 @@ class MapIterator(itertools.chain):  # type: ignore[type-arg]
     """
 
     _chunks: Generator[list[Any], None, None]
+    _run: MapRun
 
     @classmethod
-    def over(cls, chunks: Generator[list[Any], None, None]) -> MapIterator:
+    def over(cls, chunks: Generator[list[Any], None, None], run: MapRun) -> MapIterator:
         it = cls.from_iterable(chunks)
         assert isinstance(it, MapIterator)  # from_iterable builds the subclass it is called on
         it._chunks = chunks
+        it._run = run
         return it
 
     def close(self) -> None:
         """Stop the map: cancel every task not yet started (like a generator's ``close``)."""
         self._chunks.close()
+        # A generator closed before it started never runs its finally: cancel here too.
+        self._run.close()
         # Like a closed generator, yield nothing more: drop what is left of the current chunk.
         collections.deque(self, maxlen=0)
 
@@ -387,7 +518,7 @@ def _length(iterables: tuple[Iterable[Any], ...]) -> int | None:
     return min(lengths) if lengths else None
 
 
-def start_map(ex: Any, req: MapRequest) -> Iterator[Any]:
+def start_map(ex: Any, req: MapRequest) -> MapIterator:
     """Submit the first window now (like the stdlib's ``map``) and return the result iterator."""
     run = MapRun(ex, req)
     try:

@@ -7,6 +7,7 @@ parallelises internally does not oversubscribe the machine; an explicit spec sti
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 
 from anyexec._context import CURRENT_USE, in_worker
@@ -34,10 +35,11 @@ class Resolved(Record):
     origin: str
 
 
-def _choose(spec: str | None, options: Mapping[str, Any]) -> tuple[str, dict[str, Any], str]:
+def _choose(spec: str | None, options: Mapping[str, Any],
+            caller: str) -> tuple[str, dict[str, Any], str]:
     """Return (spec, options, origin) by the precedence rule; options override the spec's."""
     if spec is not None:
-        return spec, dict(options), "the spec passed to get_executor()"
+        return spec, dict(options), f"the spec passed to {caller}"
     current = CURRENT_USE.get()
     if current is not None:
         used_spec, used_options = current
@@ -66,11 +68,21 @@ def check_max_workers(value: object, *, origin: str) -> None:
         )
 
 
-def resolve(spec: str | None, options: Mapping[str, Any]) -> Resolved:
-    """Pick the backend and check every option, without starting anything."""
+def resolve(spec: str | None, options: Mapping[str, Any], *,
+            caller: str = "get_executor()") -> Resolved:
+    """Pick the backend and check every option, without starting anything.
+
+    ``caller`` names the function the user called, so that errors point at the right place.
+    """
     from anyexec._spec import parse_spec
 
-    text, kw, origin = _choose(spec, options)
+    if "spec" in options:
+        raise TypeError(
+            f"{caller} takes the backend spec as its first positional argument: write "
+            f"{caller[:-1]}{options['spec']!r}), not spec={options['spec']!r}"
+        )
+    text, kw, origin = _choose(spec, options, caller)
+    keywords = f"the keyword arguments of {caller}"
     parsed = parse_spec(text, origin=origin)
     name = registry.canonical(parsed.name, origin=origin)
     factory = registry.factory(name)
@@ -79,7 +91,8 @@ def resolve(spec: str | None, options: Mapping[str, Any]) -> Resolved:
         # a plain factory's keyword names can be read without inspect.
         accepted = _plain_keywords(factory) if kw else frozenset()
         if accepted is not None and kw.keys() <= accepted:
-            check_max_workers(kw.get("max_workers"), origin=origin)
+            check_max_workers(kw.get("max_workers"), origin=_origin_of("max_workers", options,
+                                                                      keywords, origin))
             return Resolved(name, factory, kw, origin)
     # Imported here: signature inspection pulls in inspect, which costs more than starting a
     # process pool and is needed only when there are options to check.
@@ -97,10 +110,19 @@ def resolve(spec: str | None, options: Mapping[str, Any]) -> Resolved:
                 f"'://{parsed.address}'; use plain {name!r}"
             )
         merged["address"] = parsed.address
-    schema.check_names(kw, backend=name, origin="keyword arguments")
+    schema.check_names(options, backend=name, origin=keywords)
+    # Options of an enclosing use() block that the keywords did not override.
+    schema.check_names({k: v for k, v in kw.items() if k not in options}, backend=name,
+                       origin=origin)
     merged.update(kw)
-    check_max_workers(merged.get("max_workers"), origin=origin)
+    check_max_workers(merged.get("max_workers"),
+                      origin=_origin_of("max_workers", options, keywords, origin))
     return Resolved(name, factory, merged, origin)
+
+
+def _origin_of(key: str, options: Mapping[str, Any], keywords: str, origin: str) -> str:
+    """Where the value of option ``key`` came from: the caller's keywords, or ``origin``."""
+    return keywords if key in options else origin
 
 
 _CO_VARKEYWORDS = 0x08  # inspect.CO_VARKEYWORDS, without importing inspect
@@ -139,8 +161,28 @@ def get_executor(spec: str | None = None, /, **options: Any) -> Executor:
     """
     from anyexec._executor import Executor
 
+    _refuse_while_a_worker_imports_main()
     resolved = resolve(spec, options)
     return Executor._create(resolved)
+
+
+def _refuse_while_a_worker_imports_main() -> None:
+    """Stop a worker process that is importing the user's script and met an executor there.
+
+    With the spawn and forkserver start methods every worker imports the script's main module.
+    Without an ``if __name__ == "__main__":`` guard that import reaches ``get_executor`` again,
+    and each worker would start a pool of its own (CPython refuses that with a long traceback
+    per worker; pools that replace their dead workers then loop). End the worker with one line
+    that names the fix; the caller's pool reports that its workers failed to start.
+    """
+    for name in ("multiprocessing.process", "multiprocess.process"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module.current_process(), "_inheriting", False):
+            raise SystemExit(
+                "anyexec: a worker process imported your script's main module and reached "
+                "get_executor() there: with the 'spawn' and 'forkserver' start methods, code "
+                'that starts an executor must sit under `if __name__ == "__main__":`'
+            )
 
 
 # A class rather than @contextlib.contextmanager: contextlib alone costs a tenth of
@@ -154,7 +196,7 @@ class use:
     """
 
     def __init__(self, spec: str, /, **options: Any) -> None:
-        resolve(spec, options)
+        resolve(spec, options, caller="anyexec.use()")
         self._value = (spec, dict(options))
         self._tokens: list[Token[tuple[str, dict[str, Any]] | None]] = []
 

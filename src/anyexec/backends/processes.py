@@ -5,22 +5,41 @@ The pool is reused by every ``map`` and ``submit`` on the executor. When a worke
 broken and fails every pending future alike. This backend knows better: each task reports which
 worker started it, so only the tasks whose worker is gone fail; the others are resubmitted to a
 fresh pool, and the executor keeps working.
+
+Data flow::
+
+    submit() --> local queue --(at most 2 x max_workers)--> ProcessPoolExecutor --> workers
+                     ^                                             |
+                     |  innocent victims of a crash                | done-callback: put only
+                     +---------------- settler thread <------------+ (never calls the pool)
+
+Two rules keep the stdlib pool's broken-pool path safe on every Python from 3.10 to 3.13:
+
+- Its futures are never cancelled from outside. On 3.11, ``terminate_broken`` sets an exception
+  on each pending future without checking; one we had cancelled raised ``InvalidStateError`` in
+  the pool's manager thread, which then died before stopping the other workers, and the
+  interpreter hung at exit joining them. Calls wait in our own queue, where cancelling is free,
+  and only as many as keep the workers busy are handed to the pool.
+- Its done-callbacks only put the finished future on a queue. On 3.12 and 3.13
+  ``terminate_broken`` runs the callbacks while holding the pool's shutdown lock, so a callback
+  that resubmitted into that pool (or settled a future whose own callbacks did) deadlocked. A
+  settler thread, one per backend, does the real work outside every pool lock.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
+import collections
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from anyexec._futures import ChainedFuture
+from anyexec._errors import WorkerCrashedError
 from anyexec._record import TYPE_CHECKING
 from anyexec.backends._pids import alive, kill
 
@@ -28,7 +47,7 @@ if TYPE_CHECKING:
     # Only for annotations: importing typing at run time would slow the first result.
     from typing import Any, Literal
 
-__all__ = ["ProcessesBackend"]
+__all__ = ["ProcessesBackend", "WorkersFailedToStartError"]
 
 log = logging.getLogger("anyexec")
 
@@ -37,6 +56,14 @@ _reports: Any = None
 
 
 _STARTED_WORKER = -1  # the token a worker reports once, when it starts
+_SETTLER_IDLE_SECONDS = 2.0
+
+
+class WorkersFailedToStartError(WorkerCrashedError):
+    """Every worker of a new pool died before it could run a task (usually: a script without
+    the ``if __name__ == "__main__":`` guard under the spawn or forkserver start method)."""
+
+    item_specific = False
 
 
 def _init_worker(reports: Any) -> None:
@@ -52,6 +79,20 @@ def _init_worker(reports: Any) -> None:
 def _tracked(token: int, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     _reports.put((os.getpid(), token))
     return fn(*args, **kwargs)
+
+
+class _Call:
+    """One submitted call: waits in the local queue, then runs in the pool (maybe twice)."""
+
+    __slots__ = ("args", "fn", "future", "kwargs", "token")
+
+    def __init__(self, future: Future[Any], fn: Callable[..., Any], args: Any,
+                 kwargs: Any) -> None:
+        self.future = future
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.token = -1
 
 
 class ProcessesBackend:
@@ -81,11 +122,121 @@ class ProcessesBackend:
             raise ValueError(f"max_tasks_per_child must be >= 1 or None, got {max_tasks_per_child}")
         self._context = multiprocessing.get_context(start_method)
         self._max_tasks_per_child = max_tasks_per_child
-        self._lock = threading.RLock()
+        # One call queued in the pool behind each running one: a worker that finishes finds
+        # its next call waiting instead of idling for a round trip through the settler.
+        self._limit = 2 * self.max_workers
+        self._cond = threading.Condition(threading.RLock())
+        self._queue: collections.deque[_Call] = collections.deque()
+        # Calls that already ran once and lost their pool to another call's crash: first.
+        self._again: collections.deque[_Call] = collections.deque()
+        self._in_pool = 0
         self._pool: _Pool | None = None
-        self._tokens = itertools.count()
-        # Set by terminate() and shutdown(): crashed tasks are then failed, never resubmitted.
+        self._tokens = 0
+        self._closed = False  # shutdown() was called: refuse new calls, never restart
+        # Set by terminate(): crashed calls are then failed, never resubmitted.
         self._stopped = False
+        self._release_when_idle = False
+        self._finished: queue.SimpleQueue[tuple[_Call, Future[Any], _Pool] | None] = \
+            queue.SimpleQueue()
+        self._settler: threading.Thread | None = None
+
+    # -- caller side ----------------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if self._stopped and not self._in_pool:
+                self._stopped = False  # after a Ctrl-C the caller may go on: start afresh
+            self._queue.append(_Call(future, fn, args, kwargs))
+            self._ensure_settler()
+            self._pump()
+        return future
+
+    def terminate(self) -> None:
+        """Kill this pool's workers now (by the PIDs they reported); queued calls never run."""
+        with self._cond:
+            self._stopped = True
+            queued = list(self._queue)
+            self._queue.clear()
+            pool, self._pool = self._pool, None
+        for call in queued:
+            call.future.cancel()
+        if pool is not None:
+            pool.kill_workers()
+            pool.close(wait=True)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop taking calls; with ``wait``, return once every call not cancelled has finished.
+
+        Callable again: a ``shutdown(wait=True)`` after ``shutdown(wait=False)`` waits for the
+        calls still running (the executor's exit hook relies on that).
+        """
+        with self._cond:
+            self._closed = True
+            queued: list[_Call] = []
+            if cancel_futures:
+                queued = list(self._queue)
+                self._queue.clear()
+        for call in queued:
+            call.future.cancel()
+        if not wait or threading.current_thread() is self._settler:
+            with self._cond:
+                self._release_when_idle = True
+                self._release_if_idle()
+            return
+        with self._cond:
+            while self._queue or self._again or self._in_pool:
+                self._cond.wait()
+            pool, self._pool = self._pool, None
+            settler, self._settler = self._settler, None
+        if pool is not None:
+            pool.close(wait=True)
+        if settler is not None:
+            self._finished.put(None)
+            settler.join()
+
+    # -- dispatch (any thread, lock held) ---------------------------------------------------
+
+    def _pump(self) -> None:
+        """Hand queued calls to the pool while it has room. Never called from its callbacks."""
+        while self._in_pool < self._limit and (self._again or self._queue):
+            if self._again:
+                call = self._again.popleft()
+            else:
+                call = self._queue.popleft()
+                # From here on the call is the pool's: it can no longer be cancelled.
+                if not call.future.set_running_or_notify_cancel():
+                    continue
+            self._send(call)
+
+    def _send(self, call: _Call) -> None:
+        if self._pool is None:
+            self._pool = self._new_pool()
+        self._tokens += 1
+        call.token = self._tokens
+        try:
+            inner = self._pool.executor.submit(_tracked, call.token, call.fn, call.args,
+                                               call.kwargs)
+        except BrokenProcessPool as exc:
+            log.debug("anyexec: replacing a broken process pool (%s)", exc)
+            self._pool.close(wait=False)
+            self._pool = self._new_pool()
+            inner = self._pool.executor.submit(_tracked, call.token, call.fn, call.args,
+                                               call.kwargs)
+        self._in_pool += 1
+        pool, finished = self._pool, self._finished
+
+        def hand_over(done: Future[Any]) -> None:
+            # Runs in the pool's manager thread, maybe under its lock: never call the pool.
+            if isinstance(done.exception(), BrokenProcessPool):
+                # Now, before the pool terminates the surviving workers: afterwards every
+                # worker is dead and the culprit could not be told from its neighbours.
+                pool.note_break()
+            finished.put((call, done, pool))
+
+        inner.add_done_callback(hand_over)
 
     def _new_pool(self) -> _Pool:
         extra: dict[str, Any] = {}
@@ -96,80 +247,94 @@ class ProcessesBackend:
                                        initializer=_init_worker, initargs=(reports,), **extra)
         return _Pool(executor, reports)
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        outer = ChainedFuture()
-        self._send(outer, fn, args, kwargs)
-        return outer
+    def _ensure_settler(self) -> None:
+        if self._settler is None:
+            # A daemon: the executor's exit hook waits for the work itself, and a settler
+            # must never keep a crashed script alive.
+            self._settler = threading.Thread(target=self._settle_forever, daemon=True,
+                                             name="anyexec-processes-settler")
+            self._settler.start()
 
-    def _send(self, outer: ChainedFuture, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
-        with self._lock:
-            if self._pool is None:
-                # After a Ctrl-C the caller may go on using the executor: start afresh.
-                self._stopped = False
-                self._pool = self._new_pool()
-            token = next(self._tokens)
+    def _release_if_idle(self) -> None:
+        """After shutdown(wait=False): close the pool once the last call has finished."""
+        if self._release_when_idle and not (self._queue or self._again or self._in_pool):
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.close(wait=False)
+
+    # -- settler thread -------------------------------------------------------------------
+
+    def _settle_forever(self) -> None:
+        while True:
             try:
-                inner = self._pool.executor.submit(_tracked, token, fn, args, kwargs)
-            except BrokenProcessPool as exc:
-                log.debug("anyexec: replacing a broken process pool (%s)", exc)
-                self._pool.close(wait=False)
-                self._pool = self._new_pool()
-                inner = self._pool.executor.submit(_tracked, token, fn, args, kwargs)
-            pool = self._pool
-        outer.inner = inner
-        inner.add_done_callback(
-            lambda done: self._settle(outer, done, pool, token, fn, args, kwargs)
-        )
+                item = self._finished.get(timeout=_SETTLER_IDLE_SECONDS)
+            except queue.Empty:
+                with self._cond:
+                    # Idle: end, so that an executor dropped without shutdown() can be
+                    # collected; the next submit starts a new settler.
+                    if not (self._in_pool or self._queue or self._again):
+                        if self._settler is threading.current_thread():
+                            self._settler = None
+                        return
+                continue
+            if item is None:
+                return
+            call, inner, pool = item
+            # Every task writes one report when it starts: read them as tasks finish, or the
+            # pipe fills after a few thousand tasks and the workers block writing to it.
+            pool.drain()
+            try:
+                self._settle(call, inner, pool)
+            except Exception:  # a bug here must not stop every later call from settling
+                log.exception("anyexec: settling a processes task failed")
+            finally:
+                pool.forget(call.token)
+                with self._cond:
+                    self._in_pool -= 1
+                    if not self._stopped:
+                        self._pump()
+                    self._release_if_idle()
+                    self._cond.notify_all()
 
-    def _settle(self, outer: ChainedFuture, inner: Future[Any], pool: _Pool,
-                token: int, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
-        # Every task writes one report when it starts: read them as tasks finish, or the pipe
-        # fills after a few thousand tasks and the workers block writing to it.
-        pool.drain()
-        try:
-            self._finish(outer, inner, pool, token, fn, args, kwargs)
-        finally:
-            pool.forget(token)
-
-    def _finish(self, outer: ChainedFuture, inner: Future[Any], pool: _Pool,
-                token: int, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
-        if inner.cancelled():
-            outer.cancel()
-            return
+    def _settle(self, call: _Call, inner: Future[Any], pool: _Pool) -> None:
         exc = inner.exception()
         if isinstance(exc, BrokenProcessPool):
-            pid = pool.worker_of(token)
-            if not self._stopped and (pid is None or alive(pid)):
+            pid = pool.worker_of(call.token)
+            if not pool.any_worker_started():
+                exc = WorkersFailedToStartError(_failed_to_start(self._context))
+            elif not self._stopped and not pool.died_in_break(pid):
                 # An innocent victim of another task's crash: run it again on a fresh pool.
-                log.debug("anyexec: resubmitting task %d after a worker crash", token)
-                self._send(outer, fn, args, kwargs)
+                log.debug("anyexec: resubmitting task %d after a worker crash", call.token)
+                with self._cond:
+                    self._again.append(call)
                 return
-            exc = BrokenProcessPool(
-                f"worker process {pid}, which was running this task, died abruptly "
-                "(killed by a signal, os._exit(), a segmentation fault, or the out-of-memory "
-                "killer)"
-            )
-        with contextlib.suppress(InvalidStateError):
-            if exc is not None:
-                outer.set_exception(exc)
             else:
-                outer.set_result(inner.result())
+                exc = BrokenProcessPool(
+                    f"worker process {pid}, which was running this task, died abruptly "
+                    "(killed by a signal, os._exit(), a segmentation fault, or the "
+                    "out-of-memory killer)"
+                )
+        try:
+            if exc is not None:
+                call.future.set_exception(exc)
+            else:
+                call.future.set_result(inner.result())
+        except InvalidStateError:  # pragma: no cover - the future is RUNNING, not cancellable
+            pass
 
-    def terminate(self) -> None:
-        """Kill this pool's workers now (by the PIDs they reported), then release the pool."""
-        with self._lock:
-            self._stopped = True
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.kill_workers()
-            pool.close(wait=True)
 
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        with self._lock:
-            self._stopped = True
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close(wait=wait, cancel_futures=cancel_futures)
+def _failed_to_start(context: Any) -> str:
+    method = context.get_start_method()
+    text = (f"the worker processes died while starting (start method {method!r}), before "
+            "running any task.")
+    if method in ("spawn", "forkserver"):
+        text += (" With 'spawn' and 'forkserver' each worker imports your script's main "
+                 "module: code that starts an executor or a map at import time must sit "
+                 "under `if __name__ == \"__main__\":`. Otherwise the main module failed to "
+                 "import in the worker (its traceback is printed above).")
+    else:
+        text += " The worker's own error, if any, is printed above."
+    return text
 
 
 class _Pool:
@@ -181,6 +346,7 @@ class _Pool:
         self._lock = threading.Lock()
         self._started: dict[int, int] = {}  # token -> pid of the worker that started it
         self._pids: set[int] = set()  # the workers, as they reported themselves
+        self._dead_at_break: set[int] | None = None
         self._closed = False
 
     def drain(self) -> None:
@@ -196,6 +362,26 @@ class _Pool:
         self.drain()
         return self._started.get(token)
 
+    def note_break(self) -> None:
+        """Record which workers are dead at the moment the pool reports itself broken."""
+        self.drain()
+        with self._lock:
+            if self._dead_at_break is None:
+                self._dead_at_break = {pid for pid in self._pids | set(self._started.values())
+                                       if not alive(pid)}
+
+    def died_in_break(self, pid: int | None) -> bool:
+        """Whether worker ``pid`` was already dead when the pool broke (the culprit's)."""
+        if pid is None:
+            return False  # never started: an innocent victim
+        with self._lock:
+            dead = self._dead_at_break
+        return not alive(pid) if dead is None else pid in dead
+
+    def any_worker_started(self) -> bool:
+        self.drain()
+        return bool(self._pids)
+
     def forget(self, token: int) -> None:
         """The task settled: drop its report, so the table lasts as long as its tasks."""
         with self._lock:
@@ -205,11 +391,14 @@ class _Pool:
         self.drain()
         kill(self._pids)
 
-    def close(self, *, wait: bool, cancel_futures: bool = True) -> None:
-        self.executor.shutdown(wait=wait, cancel_futures=cancel_futures)
-        # Read what the workers reported before closing the pipe: callbacks of crashed tasks
-        # may still ask which worker ran them.
+    def close(self, *, wait: bool) -> None:
+        # Our calls are never cancelled inside the pool (see the module's docstring).
+        self.executor.shutdown(wait=wait, cancel_futures=False)
+        # Read what the workers reported before closing the pipe: the settler may still ask
+        # which worker ran a crashed task. Without wait, tasks of a broken pool may still be
+        # settling: the pipe then closes when the last of them lets go of this object.
         self.drain()
-        with self._lock:
-            self._closed = True
-            self._reports.close()
+        if wait:
+            with self._lock:
+                self._closed = True
+                self._reports.close()
