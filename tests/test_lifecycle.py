@@ -137,3 +137,31 @@ def test_a_closed_map_iterator_yields_nothing_more_like_a_closed_generator(backe
         results.close()  # type: ignore[attr-defined]
         assert list(results) == []
         results.close()  # type: ignore[attr-defined]  # a second close does nothing
+
+
+def _children() -> set[int]:
+    import psutil
+
+    return {child.pid for child in psutil.Process().children(recursive=True)
+            if child.status() != psutil.STATUS_ZOMBIE}
+
+
+def test_a_late_map_iterator_starts_no_new_pool_after_shutdown() -> None:
+    before = _children()
+    ex = anyexec.get_executor("processes", max_workers=2)
+    results = ex.map(tasks.square, range(10_000), chunksize=1)
+    assert next(results) == 0
+    ex.shutdown(wait=True)
+    with pytest.raises(anyexec.ExecutorShutdownError, match="Consume the map's results"):
+        list(results)
+    assert _children() <= before, "a process pool was started again after shutdown()"
+
+
+def test_a_map_timeout_on_processes_does_not_claim_to_cancel_a_running_item() -> None:
+    with anyexec.get_executor("processes", max_workers=2) as ex:
+        results = ex.map(tasks.sleep_then_return, [0], [2.0], timeout=0.3)
+        with pytest.raises(TimeoutError) as info:
+            list(results)
+    message = str(info.value)
+    assert "1 task(s) already running could not be stopped" in message, message
+    assert "were cancelled" not in message, message

@@ -273,3 +273,27 @@ def test_start_method_choices_read_the_same_whichever_backend_was_checked_first(
         messages.append(str(info.value))
     for message in messages:
         assert "expected one of 'fork', 'spawn', 'forkserver'" in message
+
+
+def test_an_error_in_a_keyword_option_names_the_keywords() -> None:
+    with pytest.raises(ValueError, match=r"keyword arguments of get_executor\(\)"):
+        anyexec.get_executor("threads", max_workers=0)
+    with pytest.raises(TypeError, match=r"no option 'max_worker' \(from the keyword arguments"):
+        anyexec.get_executor("processes?start_method=fork", max_worker=2)
+
+
+def test_an_error_in_a_use_block_names_use() -> None:
+    with pytest.raises(TypeError, match=r"from the spec passed to anyexec\.use\(\)"):
+        anyexec.use("threads?bogus=1")
+    with pytest.raises(ValueError, match=r"keyword arguments of anyexec\.use\(\)"):
+        anyexec.use("threads", max_workers=-1)
+
+
+def test_an_error_in_a_spec_names_get_executor() -> None:
+    with pytest.raises(TypeError, match=r"from the spec passed to get_executor\(\)"):
+        anyexec.get_executor("threads?bogus=1")
+
+
+def test_spec_given_as_a_keyword_says_to_pass_it_first() -> None:
+    with pytest.raises(TypeError, match=r"get_executor\('threads'\), not spec='threads'"):
+        anyexec.get_executor(spec="threads")

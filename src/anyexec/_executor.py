@@ -129,8 +129,8 @@ class _LinkedFuture(ChainedFuture):
             return
         if outcome.failures:
             failure = outcome.failures[0]
-            self._settle(exc=failure_exception(self._ex, failure,
-                                               f"the call {failure.item_repr}", self._source))
+            where = f"the call {failure.item_repr}" if failure.item_repr else "the call"
+            self._settle(exc=failure_exception(self._ex, failure, where, self._source))
         else:
             self._settle(value=outcome.values[0])
 

@@ -28,7 +28,16 @@ from anyexec._errors import (
 )
 from anyexec._progress import make_progress
 from anyexec._record import TYPE_CHECKING, Record
-from anyexec._worker import SINGLE, STAR, ChunkOutcome, Failure, _short, dumps_or_none, run_chunk
+from anyexec._worker import (
+    SINGLE,
+    STAR,
+    WHOLE_CHUNK,
+    ChunkOutcome,
+    Failure,
+    _short,
+    dumps_or_none,
+    run_chunk,
+)
 
 if TYPE_CHECKING:
     from typing import Any
@@ -346,19 +355,23 @@ class MapRun:
         try:
             outcome = self._decode(future, chunk, task)
         except WorkerCrashedError as crash:
-            cause = crash.__cause__
-            item_specific = getattr(cause, "item_specific", True)
-            if (task.position is None and len(chunk.items) > 1 and item_specific
-                    and not self._ex._shut):
-                # The crash took the whole chunk, but the culprit is one of its items: run
-                # each item alone, once, so that only the culprit fails and every other
-                # result is kept. (Items that ran before the crash run a second time.)
-                chunk.values = [None] * len(chunk.items)
-                for position in positions:
-                    self._submit(_Task(chunk, position, 0))
+            # The crash took the whole chunk, but the culprit is one of its items. (Items
+            # that ran before the crash run a second time.)
+            if getattr(crash.__cause__, "item_specific", True) and self._split(task):
                 return
             for position in positions:
                 self._fail(task, position, crash)
+            return
+        if outcome.failures and outcome.failures[0].position == WHOLE_CHUNK:
+            # The chunk's arguments did not unpickle on the worker: find which did not.
+            if self._split(task):
+                return
+            whole = outcome.failures[0].exception
+            chunk.values = chunk.values or [None] * len(chunk.items)
+            for position in positions:
+                failure = Failure(position, type(whole)(*whole.args), "",
+                                  _short.repr(chunk.items[position]))
+                self._fail(task, position, self._exception(failure, chunk.start + position))
             return
         if task.position is None:
             chunk.values = outcome.values
@@ -368,6 +381,19 @@ class MapRun:
         for failure in outcome.failures:
             position = failure.position if task.position is None else task.position
             self._fail(task, position, self._exception(failure, chunk.start + position))
+
+    def _split(self, task: _Task) -> bool:
+        """Run each item of a whole chunk's failed task alone, once; False if it cannot be.
+
+        So that only the item that caused the failure fails, and every other result is kept.
+        """
+        chunk = task.chunk
+        if task.position is not None or len(chunk.items) < 2 or self._ex._shut:
+            return False
+        chunk.values = [None] * len(chunk.items)
+        for position in range(len(chunk.items)):
+            self._submit(_Task(chunk, position, 0))
+        return True
 
     def _fail(self, task: _Task, position: int, exc: BaseException) -> None:
         chunk = task.chunk
@@ -405,7 +431,7 @@ class MapRun:
         """Yield results; on exit for any reason, cancel what has not started."""
         return MapIterator.over(self._values(), self)
 
-    def _values(self) -> Generator[list[Any], None, None]:
+    def _values(self) -> Generator[Iterator[Any], None, None]:
         """Yield each chunk's values, in the requested order; cancel leftovers on exit."""
         self._requested = True
         try:
@@ -421,7 +447,7 @@ class MapRun:
                     values = self._finish(chunk)
                     if not inline:
                         self.fill()  # keep the workers busy while the consumer works
-                    yield values
+                    yield _handed_out(values)
                     continue
                 task_id = self._wait()
                 task, future = self._pending.pop(task_id)
@@ -439,7 +465,7 @@ class MapRun:
                     values = self._finish(chunk)
                     if not inline:
                         self.fill()
-                    yield values
+                    yield _handed_out(values)
         except KeyboardInterrupt:
             self._ex._interrupted()
             raise
@@ -479,6 +505,18 @@ class MapRun:
             )
 
 
+def _handed_out(values: list[Any]) -> Iterator[Any]:
+    """Iterate over ``values``, dropping the list's reference to each one as it is handed out.
+
+    Like the stdlib's ``map``, the iterator keeps no result it has already yielded (a large
+    array stays alive only as long as the consumer holds it). ``starmap`` over ``list.pop``
+    does it in C: a generator cost ~50 ns per item, and an iterator with a sentinel would
+    compare every result with it (NumPy arrays refuse that).
+    """
+    values.reverse()
+    return itertools.starmap(values.pop, itertools.repeat((), len(values)))
+
+
 class MapIterator(itertools.chain):  # type: ignore[type-arg]
     """The iterator ``map`` returns: a chunk's values are handed out by C code, one by one.
 
@@ -488,11 +526,11 @@ class MapIterator(itertools.chain):  # type: ignore[type-arg]
     reaches it as it would a generator's.
     """
 
-    _chunks: Generator[list[Any], None, None]
+    _chunks: Generator[Iterator[Any], None, None]
     _run: MapRun
 
     @classmethod
-    def over(cls, chunks: Generator[list[Any], None, None], run: MapRun) -> MapIterator:
+    def over(cls, chunks: Generator[Iterator[Any], None, None], run: MapRun) -> MapIterator:
         it = cls.from_iterable(chunks)
         assert isinstance(it, MapIterator)  # from_iterable builds the subclass it is called on
         it._chunks = chunks

@@ -26,6 +26,7 @@ __all__ = [
     "CALL",
     "SINGLE",
     "STAR",
+    "WHOLE_CHUNK",
     "ChunkOutcome",
     "Failure",
     "PickledCallable",
@@ -35,6 +36,8 @@ __all__ = [
 
 # How the items of a chunk are applied: fn(item), fn(*item), or fn(*args, **kwargs).
 SINGLE, STAR, CALL = 0, 1, 2
+#: ``Failure.position`` of an error that concerns every item of the chunk.
+WHOLE_CHUNK = -1
 
 _short = reprlib.Repr()
 _short.maxstring = 60
@@ -233,7 +236,12 @@ def run_chunk(payload: PickledCallable | Callable[..., Any], items: bytes | list
     # task the default is serial, and only a use() entered by the task itself counts.
     use_token = CURRENT_USE.set(None)
     try:
-        calls: list[Any] = pickle.loads(items) if isinstance(items, bytes) else items
+        try:
+            calls: list[Any] = pickle.loads(items) if isinstance(items, bytes) else items
+        except Exception as why:
+            # Not a crash of the worker: the arguments pickled in the caller but do not
+            # unpickle here (a class missing on the worker, a broken __reduce__/__setstate__).
+            return _unloadable_arguments(why)
         try:
             fn = _functions.resolve(payload)
         except Exception as why:
@@ -293,6 +301,21 @@ def _unloadable(why: Exception, calls: list[Any], mode: int,
         failures.append(Failure(position, error, "", _describe(call, mode)))
     outcome = ChunkOutcome([None] * len(calls), failures)
     return _dump_outcome(outcome, calls, mode) if crossing else outcome
+
+
+def _unloadable_arguments(why: Exception) -> bytes:
+    """The chunk's arguments cannot be unpickled here: report it for the whole chunk."""
+    from anyexec._errors import SerializationError
+
+    error = SerializationError(
+        f"the arguments arrived on the worker but could not be unpickled there "
+        f"({type(why).__name__}: {why}). Their class or a module they need is probably not "
+        "importable on the worker, or their __reduce__/__setstate__ fails: pass plain data, "
+        "or install the module on the workers"
+    )
+    # The items themselves are unknown here: position -1 stands for the whole chunk, and the
+    # caller names the items from its own copy.
+    return pickle.dumps(ChunkOutcome([], [Failure(WHOLE_CHUNK, error, "", "")]))
 
 
 def dumps_or_none(obj: Any) -> bytes | None:

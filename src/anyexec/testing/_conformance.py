@@ -17,6 +17,7 @@ import pytest
 
 import anyexec
 from anyexec.testing import tasks
+from anyexec.testing._contract import ContractConformance
 
 __all__ = ["CRASH_TABLE", "BackendConformance", "CrashRow"]
 
@@ -56,10 +57,13 @@ CRASH_TABLE = [
              anyexec.SerializationError, "UnpicklableError: cannot send 3", PICKLES),
     CrashRow("exception-fails-to-unpickle", lambda: tasks.raise_bad_reduce, lambda: range(6),
              anyexec.SerializationError, "BadReduceError", PICKLES),
+    CrashRow("argument-fails-to-unpickle", lambda: tasks.square,
+             lambda: [0, 1, 2, tasks.UnpicklesBadly()], anyexec.SerializationError,
+             "could not be unpickled there", PICKLES),
 ]
 
 
-class BackendConformance:
+class BackendConformance(ContractConformance):
     """Subclass with ``backend = "name"``; optionally ``options`` and ``slow_task_seconds``."""
 
     #: The backend's registered name.
@@ -280,7 +284,8 @@ class BackendConformance:
             fn = partial(tasks.record_and_sleep, folder=str(tmp_path),
                          seconds=self.slow_task_seconds)
             results = ex.map(fn, range(200), chunksize=1)
-            del results
+            with pytest.warns(anyexec.AnyexecWarning, match="never ran"):
+                del results
         finally:
             ex.shutdown(wait=True)
         assert len(list(tmp_path.glob("*.started"))) < 200

@@ -122,3 +122,42 @@ def raise_bad_reduce(x: int, bad: int = 3) -> int:
 
 def pid(x: Any = None) -> int:
     return os.getpid()
+
+
+def write_after(path: str, seconds: float) -> str:
+    """Sleep, then write ``path``: shows whether a call submitted before exit really ran."""
+    time.sleep(seconds)
+    Path(path).write_text("done")
+    return path
+
+
+def exit_worker_after(x: int, seconds: float, bad: int = 3) -> int:
+    """Like :func:`exit_worker`, but each item takes ``seconds``: neighbours are running."""
+    if x == bad:
+        os._exit(13)
+    time.sleep(seconds)
+    return x
+
+
+def _refuse_to_unpickle() -> None:
+    raise RuntimeError("this object refuses to be unpickled")
+
+
+class UnpicklesBadly:
+    """Pickles fine in the caller, fails to unpickle on the worker."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return _refuse_to_unpickle, ()
+
+    def __repr__(self) -> str:
+        return "UnpicklesBadly()"
+
+
+class Holder:
+    """An object with a method, to check that the executor lets it go after the call."""
+
+    def __init__(self, size: int = 0) -> None:
+        self.data = b"x" * size
+
+    def size(self) -> int:
+        return len(self.data)

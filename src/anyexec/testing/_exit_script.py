@@ -1,0 +1,45 @@
+"""A user's script about exit, run in a fresh interpreter by the conformance kit.
+
+Usage: python -m anyexec.testing._exit_script BACKEND OPTIONS_JSON CASE PATH
+
+- ``no-shutdown``: submit a call that writes PATH after 1 s, then end without shutdown().
+- ``shutdown-nowait``: the same, calling ``shutdown(wait=False)`` before the end.
+- ``submit-at-exit``: an ``atexit`` handler submits to a live executor; it must be refused.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import sys
+
+import anyexec
+from anyexec.testing import tasks
+
+
+def main() -> None:
+    backend, options, case, path = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
+    ex = anyexec.get_executor(backend, **options)
+    if case == "submit-at-exit":
+        assert ex.submit(tasks.square, 3).result(timeout=120) == 9
+
+        def late_submit() -> None:
+            for what, call in (("submit", lambda: ex.submit(tasks.square, 2)),
+                               ("map", lambda: ex.map(tasks.square, [2])),
+                               ("get_executor", lambda: anyexec.get_executor(backend))):
+                try:
+                    call()
+                    print(f"{what}: accepted", flush=True)
+                except RuntimeError as exc:
+                    print(f"{what}: refused: {type(exc).__name__}", flush=True)
+
+        atexit.register(late_submit)
+        return
+    ex.submit(tasks.write_after, path, 1.0)
+    if case == "shutdown-nowait":
+        ex.shutdown(wait=False)
+    print("submitted", flush=True)
+
+
+if __name__ == "__main__":
+    main()
