@@ -29,11 +29,13 @@ Two rules keep the stdlib pool's broken-pool path safe on every Python from 3.10
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import multiprocessing
 import os
 import queue
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor
@@ -337,6 +339,22 @@ def _failed_to_start(context: Any) -> str:
     return text
 
 
+def _unblock_feeder(executor: ProcessPoolExecutor) -> None:
+    """Python 3.10 only: what 3.11's ``terminate_broken`` does (CPython gh-94777).
+
+    When a worker dies while the pool's feeder thread is writing a large call to the workers'
+    pipe, nobody reads that pipe again: the feeder blocks forever, the pool's manager thread
+    blocks joining it, and the interpreter hangs at exit (measured: a crash with 1 MB arguments
+    hung 1 run in 5 on 3.10.13). Closing the parent's read end makes the write fail once the
+    pool has terminated the surviving workers, as 3.11 and later do themselves. Called from the
+    pool's own manager thread, before it joins the feeder. There is no public way to do this.
+    """
+    reader = getattr(getattr(executor, "_call_queue", None), "_reader", None)
+    if reader is not None:
+        with contextlib.suppress(OSError):
+            reader.close()
+
+
 class _Pool:
     """One ProcessPoolExecutor with the queue on which its workers report what they start."""
 
@@ -364,6 +382,8 @@ class _Pool:
 
     def note_break(self) -> None:
         """Record which workers are dead at the moment the pool reports itself broken."""
+        if sys.version_info < (3, 11):
+            _unblock_feeder(self.executor)
         self.drain()
         with self._lock:
             if self._dead_at_break is None:
