@@ -21,6 +21,7 @@ from anyexec._errors import (
     TaskTimeoutError,
     UnknownBackendError,
     WorkerCrashedError,
+    WorkerInitializerError,
 )
 from anyexec._record import TYPE_CHECKING
 from anyexec._registry import (
@@ -42,7 +43,8 @@ __version__ = "0.1.0"
 # Show public classes as anyexec.X in tracebacks and reprs, not as their private modules.
 for _name in ("AnyexecError", "AnyexecWarning", "TaskTimeoutError", "BackendUnavailableError",
               "RemoteTraceback", "SerializationError", "UnknownBackendError",
-              "WorkerCrashedError", "BackendInfo", "BackendConflictWarning"):
+              "WorkerCrashedError", "WorkerInitializerError", "BackendInfo",
+              "BackendConflictWarning"):
     globals()[_name].__module__ = "anyexec"
 del _name
 
@@ -84,6 +86,7 @@ __all__ = [
     "TaskTimeoutError",
     "UnknownBackendError",
     "WorkerCrashedError",
+    "WorkerInitializerError",
     "__version__",
     "available_backends",
     "get_executor",

@@ -15,6 +15,7 @@ __all__ = [
     "TaskTimeoutError",
     "UnknownBackendError",
     "WorkerCrashedError",
+    "WorkerInitializerError",
 ]
 
 
@@ -43,6 +44,14 @@ class BackendUnavailableError(AnyexecError, ImportError):
 class WorkerCrashedError(AnyexecError, RuntimeError):
     """A worker died (``os._exit``, a segfault, a signal, the out-of-memory killer) while it
     ran a task, or the engine lost the task. The message names the items and likely causes."""
+
+
+class WorkerInitializerError(AnyexecError, RuntimeError):
+    """The executor's ``initializer`` raised in a worker, so no call can run there.
+
+    Every call of the executor that reaches that worker fails with it, at once; the message
+    names the initializer and the worker, and ``__cause__`` carries the worker's traceback.
+    """
 
 
 class TaskTimeoutError(AnyexecError, TimeoutError):

@@ -32,6 +32,8 @@ class Resolved(Record):
     factory: Any
     options: dict[str, Any]
     origin: str
+    #: Executor-level options (initializer, initargs, inner_threads), for every backend.
+    setup: dict[str, Any] | None = None
 
 
 def _choose(spec: str | None, options: Mapping[str, Any]) -> tuple[str, dict[str, Any], str]:
@@ -72,6 +74,16 @@ def resolve(spec: str | None, options: Mapping[str, Any]) -> Resolved:
 
     text, kw, origin = _choose(spec, options)
     parsed = parse_spec(text, origin=origin)
+    # -- executor-level options (anyexec._worker_setup), split off before the backend's own
+    from anyexec._worker_setup import check_setup_options, spec_setup_options, split_setup_options
+
+    setup, kw = split_setup_options(kw)
+    from_spec, spec_options = split_setup_options(parsed.options)
+    setup = {**spec_setup_options(from_spec, origin=origin), **setup}
+    check_setup_options(setup)
+    if from_spec:
+        parsed = parsed._replace(options=spec_options)
+    # -- end of executor-level options
     name = registry.canonical(parsed.name, origin=origin)
     factory = registry.factory(name)
     if not (parsed.options or parsed.address):
@@ -80,7 +92,7 @@ def resolve(spec: str | None, options: Mapping[str, Any]) -> Resolved:
         accepted = _plain_keywords(factory) if kw else frozenset()
         if accepted is not None and kw.keys() <= accepted:
             check_max_workers(kw.get("max_workers"), origin=origin)
-            return Resolved(name, factory, kw, origin)
+            return Resolved(name, factory, kw, origin, setup)
     # Imported here: signature inspection pulls in inspect, which costs more than starting a
     # process pool and is needed only when there are options to check.
     from anyexec._options import option_schema
@@ -100,7 +112,7 @@ def resolve(spec: str | None, options: Mapping[str, Any]) -> Resolved:
     schema.check_names(kw, backend=name, origin="keyword arguments")
     merged.update(kw)
     check_max_workers(merged.get("max_workers"), origin=origin)
-    return Resolved(name, factory, merged, origin)
+    return Resolved(name, factory, merged, origin, setup)
 
 
 _CO_VARKEYWORDS = 0x08  # inspect.CO_VARKEYWORDS, without importing inspect

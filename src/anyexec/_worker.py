@@ -22,12 +22,16 @@ from anyexec._record import TYPE_CHECKING, Record
 if TYPE_CHECKING:
     from typing import Any
 
+    from anyexec._shm import SharedPayload
+    from anyexec._worker_setup import WorkerSetup
+
 __all__ = [
     "CALL",
     "SINGLE",
     "STAR",
     "ChunkOutcome",
     "Failure",
+    "InProcessCallable",
     "PickledCallable",
     "dumps_or_none",
     "run_chunk",
@@ -55,6 +59,17 @@ class PickledCallable(Record):
     sys_path: tuple[str, ...]
     #: True when ``data`` came from cloudpickle (then the worker imports it to load it).
     cloudpickled: bool = True
+    #: The executor's per-worker set-up (initializer, thread limits), or None.
+    setup: WorkerSetup | None = None
+    #: A big function is not in ``data`` but in this shared-memory segment (see ``_shm``).
+    shared: SharedPayload | None = None
+
+
+class InProcessCallable(Record):
+    """The user's function with its executor's set-up, on backends that do not pickle."""
+
+    fn: Callable[..., Any]
+    setup: WorkerSetup
 
 
 class _FunctionCache:
@@ -65,7 +80,11 @@ class _FunctionCache:
         self._items: OrderedDict[str, Callable[..., Any]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def resolve(self, payload: PickledCallable | Callable[..., Any]) -> Callable[..., Any]:
+    def resolve(
+        self, payload: PickledCallable | InProcessCallable | Callable[..., Any]
+    ) -> Callable[..., Any]:
+        if isinstance(payload, InProcessCallable):
+            return payload.fn
         if not isinstance(payload, PickledCallable):
             return payload
         with self._lock:
@@ -76,10 +95,16 @@ class _FunctionCache:
         for entry in payload.sys_path:
             if entry not in sys.path:
                 sys.path.append(entry)
-        if payload.cloudpickled:
-            import cloudpickle  # noqa: F401  (registers reducers cloudpickle output may need)
+        fn: Callable[..., Any]
+        if payload.shared is not None:
+            from anyexec._shm import load_shared
 
-        fn: Callable[..., Any] = pickle.loads(payload.data)
+            fn = load_shared(payload.shared)
+        else:
+            if payload.cloudpickled:
+                import cloudpickle  # noqa: F401  (registers reducers cloudpickle output may need)
+
+            fn = pickle.loads(payload.data)
         with self._lock:
             self._items[payload.token] = fn
             while len(self._items) > self._size:
@@ -217,7 +242,8 @@ class _Alarm:
         return measured
 
 
-def run_chunk(payload: PickledCallable | Callable[..., Any], items: bytes | list[Any],
+def run_chunk(payload: PickledCallable | InProcessCallable | Callable[..., Any],
+              items: bytes | list[Any],
               mode: int, stop_on_error: bool,
               task_timeout: float | None = None) -> bytes | ChunkOutcome:
     """Run one chunk on a worker. Called through the backend's ``submit``.
@@ -234,6 +260,15 @@ def run_chunk(payload: PickledCallable | Callable[..., Any], items: bytes | list
     use_token = CURRENT_USE.set(None)
     try:
         calls: list[Any] = pickle.loads(items) if isinstance(items, bytes) else items
+        setup = payload.setup if isinstance(payload, (PickledCallable, InProcessCallable)) \
+            else None
+        if setup is not None:
+            # Before the function is unpickled: that may load the libraries being limited.
+            from anyexec._worker_setup import prepare_worker
+
+            failed = prepare_worker(setup, crossing)
+            if failed is not None:
+                return _failed_setup(failed, calls, mode, crossing)
         try:
             fn = _functions.resolve(payload)
         except Exception as why:
@@ -277,6 +312,16 @@ def run_chunk(payload: PickledCallable | Callable[..., Any], items: bytes | list
     if not crossing:
         return outcome
     return _dump_outcome(outcome, calls, mode)
+
+
+def _failed_setup(failed: Any, calls: list[Any], mode: int,
+                  crossing: bool) -> bytes | ChunkOutcome:
+    """Every call of the chunk fails with the initializer's error (see ``_worker_setup``)."""
+    failures = [Failure(position, failed.error(crossing), failed.traceback if crossing else "",
+                        _describe(call, mode))
+                for position, call in enumerate(calls)]
+    outcome = ChunkOutcome([None] * len(calls), failures)
+    return _dump_outcome(outcome, calls, mode) if crossing else outcome
 
 
 def _unloadable(why: Exception, calls: list[Any], mode: int,
