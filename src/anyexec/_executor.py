@@ -117,6 +117,9 @@ class Executor(concurrent.futures.Executor):
 
         self._shm = self._pickles and not callable(getattr(backend, "share", None)) \
             and available()
+        # Segments written by this executor: removed by shutdown(wait=True), when no task can
+        # need them any more, even if a reference cycle in an engine's futures still holds one.
+        self._segments: weakref.WeakSet[Any] = weakref.WeakSet()
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -181,6 +184,7 @@ class Executor(concurrent.futures.Executor):
 
                 dumped = dump_to_shared(fn)
                 if not isinstance(dumped, bytes):
+                    self._segments.add(dumped)
                     return PickledCallable(token, b"", path, True, setup, dumped)
                 return PickledCallable(token, dumped, path, True, setup)
             import cloudpickle
@@ -295,6 +299,9 @@ class Executor(concurrent.futures.Executor):
             # Tasks still running hold their own reference to the payload.
             self._last_payload = None
         self._backend.shutdown(wait=wait, cancel_futures=cancel_futures)
+        if wait:
+            for segment in list(self._segments):
+                segment.unlink()
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         if exc_type is KeyboardInterrupt:

@@ -176,12 +176,19 @@ def build_setup(setup: Mapping[str, Any], *, pickles: bool, isolated: bool,
     """The executor's :class:`WorkerSetup`, or None when workers need none.
 
     ``inner_threads`` defaults to :func:`default_inner_threads` on backends whose tasks run in
-    worker processes (``isolated``); elsewhere (threads, serial) the caller's process would be
-    limited, so only an explicit value is applied.
+    worker processes (``isolated``). Elsewhere (threads, serial) tasks run in the caller's own
+    process, whose thread pools are the caller's business: an explicit value is refused.
     """
     check_setup_options(setup)
     initializer = setup.get("initializer")
     threads = setup.get("inner_threads")
+    if threads is not None and not isolated:
+        raise ValueError(
+            f"inner_threads={threads} limits the BLAS/OpenMP threads of worker processes, but "
+            f"backend {backend!r} runs tasks inside this process. Limit this process's own "
+            "pools instead (threadpoolctl.threadpool_limits, or OMP_NUM_THREADS before "
+            "NumPy is imported), or use a process backend."
+        )
     if threads is None and isolated:
         threads = default_inner_threads(max_workers)
     if initializer is None and threads is None:
