@@ -21,6 +21,7 @@ a worker's unique memory (USS, psutil) during anyexec's map, against the object'
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -166,10 +167,8 @@ def uss(pids: set[int]) -> dict[int, int]:
 
     out = {}
     for pid in pids:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             out[pid] = psutil.Process(pid).memory_full_info().uss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
     return out
 
 
@@ -235,10 +234,9 @@ def run_child(backend: str, kind: str, args: argparse.Namespace) -> dict[str, An
                 proc.wait()
                 return {"backend": backend, "kind": kind, "error": "timeout"}
             finally:
-                try:
-                    os.killpg(proc.pid, 9)  # the child's session: engines' helpers left behind
-                except ProcessLookupError:
-                    pass
+                # The child's own session: engines' helpers it left behind.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, 9)
             if not out.exists():
                 err.seek(0)
                 return {"backend": backend, "kind": kind, "error": err.read()[-2000:]}
