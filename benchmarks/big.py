@@ -11,8 +11,9 @@ alternating with it:
 - ``raw``: the reference, "pickle it once and copy it through a pipe to each worker": two warm
   processes each receive the pickled function once and run half of the items;
 - the engine's own idiom: ``multiprocessing.Pool(initializer=..., initargs=(big,))`` (pool start
-  included: that is when initargs travel), ``ray.put`` + one task per worker's share of items,
-  Dask ``scatter(broadcast=True)`` + ``client.map``, joblib ``Parallel`` (memmaps arrays).
+  included; with the default ``fork`` the workers inherit ``big`` instead of receiving it),
+  ``ray.put`` + one task per worker's share of items, Dask ``scatter(broadcast=True)`` +
+  ``client.map``, joblib ``Parallel`` (arrays memmapped; ``bytes`` in one task per worker).
 
 Reported per backend and kind: median seconds, the ratio anyexec/raw, and the largest growth of
 a worker's unique memory (USS, psutil) during anyexec's map, against the object's size.
@@ -135,9 +136,17 @@ def idiom(backend: str, big: Any, items: int) -> tuple[str, Callable[[], int]] |
     if backend == "joblib":
         from joblib import Parallel, delayed
 
-        def parallel() -> int:
-            return sum(Parallel(n_jobs=2)(delayed(touch)(big, x) for x in range(items)))
-        return "Parallel(delayed(f)(big, x))", parallel
+        if not isinstance(big, bytes):
+            def memmapped() -> int:
+                # joblib memmaps arrays over 1 MB given as arguments: one file, every task.
+                return sum(Parallel(n_jobs=2)(delayed(touch)(big, x) for x in range(items)))
+            return "Parallel(delayed(f)(array, x)), memmapped", memmapped
+
+        def batched() -> int:
+            # bytes are not memmapped: one task per worker, each carrying the object once.
+            xs = list(range(items))
+            return sum(Parallel(n_jobs=2)(delayed(_touch_many)(big, xs[i::2]) for i in range(2)))
+        return "Parallel, 2 tasks of 100 items", batched
     if backend == "ray":
         import ray
 

@@ -10,8 +10,16 @@ from typing import Any
 
 import pytest
 
+import anyexec
 from anyexec.testing import BackendConformance
 from anyexec.testing._worker_setup_conformance import WorkerSetupConformance
+
+
+def needs(backend: str) -> pytest.MarkDecorator:
+    info = anyexec.available_backends().get(backend)
+    reason = info.reason if info is not None else "not installed"
+    return pytest.mark.skipif(info is None or not info.available,
+                              reason=f"backend {backend!r} unavailable: {reason}")
 
 
 class SetupKit(WorkerSetupConformance):
@@ -39,33 +47,46 @@ class TestProcessesSpawn(SetupKit):
     options = {"max_workers": 2, "start_method": "spawn"}
 
 
+@needs("joblib")
 class TestJoblib(SetupKit):
     backend = "joblib"
     options = {"max_workers": 2}
 
 
+@needs("joblib")
 class TestJoblibThreading(SetupKit):
     backend = "joblib"
     options = {"max_workers": 2, "backend": "threading"}
 
 
+@needs("pathos")
 class TestPathos(SetupKit):
     backend = "pathos"
     options = {"max_workers": 2}
 
 
+@needs("loky")
 class TestLoky(SetupKit):
     backend = "loky"
     options = {"max_workers": 2}
 
 
 @pytest.mark.cluster
+@needs("ray")
 class TestRay(SetupKit):
     backend = "ray"
     options = {"max_workers": 2}
 
 
 @pytest.mark.cluster
+@needs("dask")
 class TestDask(SetupKit):
     backend = "dask"
+    options = {"max_workers": 2}
+
+
+@pytest.mark.cluster
+@needs("mpi")
+class TestMpi(SetupKit):
+    backend = "mpi"
     options = {"max_workers": 2}

@@ -109,8 +109,9 @@ class Executor(concurrent.futures.Executor):
         self._last_payload: tuple[weakref.ref[Any], PickledCallable] | None = None
         from anyexec._worker_setup import build_setup
 
+        # Tasks run in worker processes when they are pickled for them or the backend says so.
         self._setup = build_setup(setup or {}, pickles=self._pickles,
-                                  isolated="isolated" in self.capabilities,
+                                  isolated=self._pickles or "isolated" in self.capabilities,
                                   max_workers=self.max_workers, backend=name)
         # Big payloads go through shared memory, unless the engine has its own store (share).
         from anyexec._shm import available
