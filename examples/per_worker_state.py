@@ -19,8 +19,9 @@ import time
 # The worker-side functions come from an importable module (see model_worker.py for why).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import anyexec  # noqa: E402
-import model_worker  # noqa: E402
+import model_worker
+
+import anyexec
 
 
 def main() -> None:

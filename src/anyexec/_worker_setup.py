@@ -176,8 +176,9 @@ def build_setup(setup: Mapping[str, Any], *, pickles: bool, isolated: bool,
     """The executor's :class:`WorkerSetup`, or None when workers need none.
 
     ``inner_threads`` defaults to :func:`default_inner_threads` on backends whose tasks run in
-    worker processes (``isolated``: they pickle tasks, or declare the capability). Elsewhere (threads, serial) tasks run in the caller's own
-    process, whose thread pools are the caller's business: an explicit value is refused.
+    worker processes (``isolated``: they pickle tasks, or declare the capability). Elsewhere
+    (threads, serial) tasks run in the caller's own process, whose thread pools are the
+    caller's business: an explicit value is refused.
     """
     check_setup_options(setup)
     initializer = setup.get("initializer")
