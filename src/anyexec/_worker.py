@@ -6,6 +6,7 @@ standard library at module level; cloudpickle is imported when a payload is firs
 
 from __future__ import annotations
 
+import os
 import pickle
 import reprlib
 import signal
@@ -130,6 +131,8 @@ class ChunkOutcome(Record):
     values: list[Any]
     failures: list[Failure]
     elapsed: float = 0.0
+    #: Log records the chunk emitted, for the caller's handlers (``forward_logs=True``).
+    logs: list[Any] | None = None
 
 
 def _describe(item: Any, mode: int) -> str:
@@ -258,17 +261,23 @@ def run_chunk(payload: PickledCallable | InProcessCallable | Callable[..., Any],
     # A use() block of the caller must not leak into tasks run in its thread (serial): inside a
     # task the default is serial, and only a use() entered by the task itself counts.
     use_token = CURRENT_USE.set(None)
+    collector: Any = None
     try:
         calls: list[Any] = pickle.loads(items) if isinstance(items, bytes) else items
         setup = payload.setup if isinstance(payload, (PickledCallable, InProcessCallable)) \
             else None
         if setup is not None:
+            if setup.forward_logs is not None and os.getpid() != setup.caller_pid:
+                from anyexec._worker_logs import Collector
+
+                collector = Collector(setup.forward_logs).__enter__()
             # Before the function is unpickled: that may load the libraries being limited.
             from anyexec._worker_setup import prepare_worker
 
             failed = prepare_worker(setup, crossing)
             if failed is not None:
-                return _failed_setup(failed, calls, mode, crossing)
+                return _failed_setup(failed, calls, mode, crossing,
+                                     collector.records if collector is not None else None)
         try:
             fn = _functions.resolve(payload)
         except Exception as why:
@@ -305,8 +314,11 @@ def run_chunk(payload: PickledCallable | InProcessCallable | Callable[..., Any],
                 position += 1
                 if stop_on_error:
                     break
-        outcome = ChunkOutcome(values, failures, time.perf_counter() - started)
+        outcome = ChunkOutcome(values, failures, time.perf_counter() - started,
+                               collector.records or None if collector is not None else None)
     finally:
+        if collector is not None:
+            collector.__exit__()
         CURRENT_USE.reset(use_token)
         IN_WORKER.reset(token)
     if not crossing:
@@ -314,13 +326,13 @@ def run_chunk(payload: PickledCallable | InProcessCallable | Callable[..., Any],
     return _dump_outcome(outcome, calls, mode)
 
 
-def _failed_setup(failed: Any, calls: list[Any], mode: int,
-                  crossing: bool) -> bytes | ChunkOutcome:
+def _failed_setup(failed: Any, calls: list[Any], mode: int, crossing: bool,
+                  logs: list[Any] | None) -> bytes | ChunkOutcome:
     """Every call of the chunk fails with the initializer's error (see ``_worker_setup``)."""
     failures = [Failure(position, failed.error(crossing), failed.traceback if crossing else "",
                         _describe(call, mode))
                 for position, call in enumerate(calls)]
-    outcome = ChunkOutcome([None] * len(calls), failures)
+    outcome = ChunkOutcome([None] * len(calls), failures, 0.0, logs or None)
     return _dump_outcome(outcome, calls, mode) if crossing else outcome
 
 

@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 #: Executor-level options, accepted by every backend; split off before the backend's own.
-SETUP_OPTIONS = ("initializer", "initargs", "inner_threads")
+SETUP_OPTIONS = ("forward_logs", "initializer", "initargs", "inner_threads")
 
 #: The variables that the common native thread pools read (the same list as joblib's).
 THREAD_VARIABLES = (
@@ -72,6 +72,11 @@ class WorkerSetup(Record):
     initializer: bytes | tuple[Callable[..., Any], tuple[Any, ...]] | None
     initializer_name: str
     inner_threads: int | None
+    #: ``forward_logs=True``: the caller's root logging level when the executor was created
+    #: (records below it are not collected); None when logs are not forwarded.
+    forward_logs: int | None = None
+    #: The caller's PID: a chunk running there (threads, serial) needs no forwarding.
+    caller_pid: int = 0
 
 
 class SetupFailure(Record):
@@ -114,7 +119,15 @@ def spec_setup_options(options: Mapping[str, str], *, origin: str) -> dict[str, 
     """Convert the executor options written in a spec string (``?inner_threads=2``)."""
     setup: dict[str, Any] = {}
     for key, text in options.items():
-        if key == "inner_threads":
+        if key == "forward_logs":
+            lowered = text.strip().lower()
+            if lowered not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ValueError(
+                    f"option forward_logs={text!r} (from {origin}) is invalid: give true or "
+                    "false"
+                )
+            setup[key] = lowered in ("1", "true", "yes", "on")
+        elif key == "inner_threads":
             if text.strip().lower() in ("none", "null", ""):
                 setup[key] = None
                 continue
@@ -149,6 +162,9 @@ def check_setup_options(setup: Mapping[str, Any]) -> None:
         )
     if initargs and initializer is None:
         raise TypeError("initargs given without an initializer: pass initializer=... too")
+    forward = setup.get("forward_logs", False)
+    if not isinstance(forward, bool):
+        raise TypeError(f"forward_logs must be True or False, got {forward!r}")
     threads = setup.get("inner_threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                 or threads < 1):
@@ -164,6 +180,19 @@ def _name_of(fn: Callable[..., Any]) -> str:
     if qualname is None:
         return repr(fn)
     return f"{module}.{qualname}" if module else str(qualname)
+
+
+def _lowest_log_level() -> int:
+    """The lowest level any of the caller's loggers lets through now (root or one set
+    explicitly): workers collect records from that level up, the caller's loggers filter."""
+    import logging
+
+    root = logging.getLogger()
+    levels = [root.getEffectiveLevel()]
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET:
+            levels.append(logger.level)
+    return max(logging.DEBUG, min(levels))
 
 
 def default_inner_threads(max_workers: int) -> int:
@@ -192,7 +221,8 @@ def build_setup(setup: Mapping[str, Any], *, pickles: bool, isolated: bool,
         )
     if threads is None and isolated:
         threads = default_inner_threads(max_workers)
-    if initializer is None and threads is None:
+    forward = _lowest_log_level() if setup.get("forward_logs", False) else None
+    if initializer is None and threads is None and forward is None:
         return None
     packed: bytes | tuple[Callable[..., Any], tuple[Any, ...]] | None = None
     name = ""
@@ -213,7 +243,7 @@ def build_setup(setup: Mapping[str, Any], *, pickles: bool, isolated: bool,
             packed = data
         else:
             packed = pair
-    return WorkerSetup(os.urandom(16).hex(), packed, name, threads)
+    return WorkerSetup(os.urandom(16).hex(), packed, name, threads, forward, os.getpid())
 
 
 # -- worker side ------------------------------------------------------------------------------

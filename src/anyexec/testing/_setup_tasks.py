@@ -37,3 +37,17 @@ def refuse_to_start(reason: str) -> None:
 def thread_variables(_item: Any = None) -> dict[str, str | None]:
     """A task: the BLAS/OpenMP thread variables as this worker sees them."""
     return {name: os.environ.get(name) for name in THREAD_VARIABLES}
+
+
+def log_and_return(x: int) -> int:
+    """A task that logs at INFO and WARNING (with an exception) through its own logger."""
+    import logging
+
+    log = logging.getLogger("anyexec.kit.forwarded")
+    log.info("item %d on %d", x, os.getpid())
+    if x == 2:
+        try:
+            raise KeyError("missing")
+        except KeyError:
+            log.warning("item %d had a problem", x, exc_info=True)
+    return x

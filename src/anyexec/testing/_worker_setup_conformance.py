@@ -7,6 +7,8 @@ A mixin of :class:`anyexec.testing.BackendConformance`; it uses only ``make_exec
 from __future__ import annotations
 
 import collections
+import logging
+import socket
 import traceback
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -25,6 +27,15 @@ _BOUND = 120.0
 
 def _text(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc))
+
+
+class _Collect(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.INFO)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 class WorkerSetupConformance:
@@ -109,3 +120,34 @@ class WorkerSetupConformance:
             self.make_executor(initializer=setup_tasks.remember, initargs="key")
         with pytest.raises(TypeError, match="initargs given without an initializer"):
             self.make_executor(initargs=(1,))
+
+    def test_forward_logs_reaches_the_callers_handlers(self) -> None:
+        records: list[logging.LogRecord] = []
+        handler = _Collect(records)
+        logger = logging.getLogger("anyexec.kit.forwarded")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        ex = self.make_executor(forward_logs=True)
+        try:
+            assert list(ex.map(setup_tasks.log_and_return, range(6), chunksize=1,
+                               timeout=_BOUND)) == list(range(6))
+        finally:
+            ex.shutdown(wait=True)
+            logger.removeHandler(handler)
+            logger.setLevel(logging.NOTSET)
+        infos = [r for r in records if r.levelno == logging.INFO]
+        assert sorted(r.getMessage().split(" on ")[0] for r in infos) == [
+            f"item {x}" for x in range(6)]
+        for record in infos:
+            # Which worker sent it: the record carries the PID of the process that logged.
+            assert record.process == int(record.getMessage().split(" on ")[1])
+            assert record.name == "anyexec.kit.forwarded"
+        [warning] = [r for r in records if r.levelno == logging.WARNING]
+        assert warning.getMessage() == "item 2 had a problem"
+        text = warning.exc_text or logging.Formatter().formatException(
+            warning.exc_info)  # type: ignore[arg-type]
+        assert "KeyError: 'missing'" in text
+        if "isolated" in ex.capabilities:
+            host = socket.gethostname()
+            assert all(getattr(r, "anyexec_worker", None) == f"pid {r.process} on {host}"
+                       for r in records)
