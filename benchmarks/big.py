@@ -160,7 +160,10 @@ def idiom(backend: str, big: Any, items: int) -> tuple[str, Callable[[], int]] |
     if backend == "dask":
         import distributed
 
-        client = distributed.get_client()
+        # The Dask user's own cluster, as benchmarks/engines.py gives every Dask idiom.
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1,
+                                           dashboard_address=None)
+        client = distributed.Client(cluster, set_as_default=False)
 
         def scatter() -> int:
             ref = client.scatter(big, broadcast=True)

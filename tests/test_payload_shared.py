@@ -247,3 +247,27 @@ def test_a_killed_caller_leaves_no_segment_behind() -> None:
         while segment_exists(name) and time.monotonic() < deadline:
             time.sleep(0.1)
     assert not segment_exists(name)
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("backend", ["ray", "dask"])
+def test_engines_with_a_store_get_big_payloads_out_of_band(backend: str) -> None:
+    """Ray and Dask keep the payload in their own store (``share``); its pickle and array
+    buffers travel as protocol-5 out-of-band buffers, not inside every task."""
+    np = pytest.importorskip("numpy")
+    array = np.arange(2_000_000, dtype=np.float64)
+    blob = bytes(range(256)) * (THRESHOLD // 128)
+    fn = partial(pt.array_residency, array)
+    with anyexec.get_executor(backend, max_workers=2) as ex:
+        assert list(ex.map(partial(pt.byte_at, blob), range(300, 304))) == [44, 45, 46, 47]
+        reports = list(ex.map(fn, range(4), chunksize=1))
+        payload = ex._last_payload[1]  # type: ignore[index]
+        stream: list[pickle.PickleBuffer] = []
+        head = pickle.dumps(payload, protocol=5, buffer_callback=stream.append)
+        assert len(head) < 2_000
+        assert sum(buffer.raw().nbytes for buffer in stream) >= array.nbytes
+    assert {r["sum"] for r in reports} == {float(array.sum())}
+    assert not any(r["owns_data"] for r in reports)
+    if backend == "ray":
+        # A view of Ray's shared-memory object store: resident as shared memory.
+        assert all(r["RssShmem"] >= array.nbytes * 0.9 for r in reports), reports

@@ -113,11 +113,12 @@ class Executor(concurrent.futures.Executor):
         self._setup = build_setup(setup or {}, pickles=self._pickles,
                                   isolated=self._pickles or "isolated" in self.capabilities,
                                   max_workers=self.max_workers, backend=name)
-        # Big payloads go through shared memory, unless the engine has its own store (share).
         from anyexec._shm import available
 
-        self._shm = self._pickles and not callable(getattr(backend, "share", None)) \
-            and available()
+        # Big payloads go to the engine's own store (share) without a copy per task, or else
+        # through shared memory.
+        self._store = self._pickles and callable(getattr(backend, "share", None))
+        self._shm = self._pickles and not self._store and available()
         # Segments written by this executor: removed by shutdown(wait=True), when no task can
         # need them any more, even if a reference cycle in an engine's futures still holds one.
         self._segments: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -188,6 +189,13 @@ class Executor(concurrent.futures.Executor):
                     self._segments.add(dumped)
                     return PickledCallable(token, b"", path, True, setup, dumped)
                 return PickledCallable(token, dumped, path, True, setup)
+            if self._store:
+                from anyexec._shm import dump_for_store
+
+                stored = dump_for_store(fn)
+                if not isinstance(stored, bytes):
+                    return PickledCallable(token, stored[0], path, True, setup, None, stored[1])
+                return PickledCallable(token, stored, path, True, setup)
             import cloudpickle
 
             data = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)

@@ -32,7 +32,8 @@ from anyexec._record import TYPE_CHECKING
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["THRESHOLD", "SharedPayload", "available", "dump_to_shared", "load_shared"]
+__all__ = ["THRESHOLD", "SharedPayload", "available", "dump_for_store", "dump_to_shared",
+           "load_shared"]
 
 #: Payloads at least this large (pickle plus buffers, bytes) go through shared memory.
 THRESHOLD = 1 << 20
@@ -90,19 +91,39 @@ def _unlink(segment: Any) -> None:
         segment.unlink()
 
 
-def dump_to_shared(fn: Any) -> bytes | SharedPayload:
-    """``fn`` cloudpickled: plain bytes when small, else written once to a new segment."""
+def _dump_out_of_band(fn: Any) -> tuple[bytes, list[memoryview], list[pickle.PickleBuffer]]:
+    """Pickle ``fn`` with protocol 5; return the stream, the buffers' bytes, the buffers."""
     import cloudpickle
 
     buffers: list[pickle.PickleBuffer] = []
-    data = cloudpickle.dumps(fn, protocol=5, buffer_callback=buffers.append)
-    raws = [memoryview(buffer).cast("B") if not isinstance(buffer, pickle.PickleBuffer)
-            else buffer.raw() for buffer in buffers]
+    data = bytes(cloudpickle.dumps(fn, protocol=5, buffer_callback=buffers.append))
+    return data, [buffer.raw() for buffer in buffers], buffers
+
+
+def dump_for_store(fn: Any) -> bytes | tuple[pickle.PickleBuffer, tuple[pickle.PickleBuffer, ...]]:
+    """``fn`` for an engine with an object store (Ray, Dask): plain bytes when small, else the
+    pickle and its buffers as ``PickleBuffer`` objects, which the engine's protocol-5
+    serializer keeps out of band: stored once, read by each worker without a copy."""
+    data, raws, buffers = _dump_out_of_band(fn)
+    if len(data) + sum(raw.nbytes for raw in raws) < THRESHOLD:
+        if buffers:  # small after all: one self-contained pickle
+            import cloudpickle
+
+            return bytes(cloudpickle.dumps(fn, protocol=5))
+        return data
+    return pickle.PickleBuffer(data), tuple(buffers)
+
+
+def dump_to_shared(fn: Any) -> bytes | SharedPayload:
+    """``fn`` cloudpickled: plain bytes when small, else written once to a new segment."""
+    data, raws, buffers = _dump_out_of_band(fn)
     total = len(data) + sum(raw.nbytes for raw in raws)
     if total < THRESHOLD or not available():
         if buffers:  # small after all: one self-contained pickle
+            import cloudpickle
+
             return bytes(cloudpickle.dumps(fn, protocol=5))
-        return bytes(data)
+        return data
     from multiprocessing import shared_memory
 
     spans: list[tuple[int, int]] = []

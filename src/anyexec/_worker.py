@@ -56,7 +56,8 @@ class PickledCallable(Record):
     """
 
     token: str
-    data: bytes
+    #: The pickle; a ``PickleBuffer`` for a big payload sent to an engine's object store.
+    data: bytes | pickle.PickleBuffer
     sys_path: tuple[str, ...]
     #: True when ``data`` came from cloudpickle (then the worker imports it to load it).
     cloudpickled: bool = True
@@ -64,6 +65,8 @@ class PickledCallable(Record):
     setup: WorkerSetup | None = None
     #: A big function is not in ``data`` but in this shared-memory segment (see ``_shm``).
     shared: SharedPayload | None = None
+    #: Out-of-band buffers of ``data`` (pickle protocol 5), for engines with an object store.
+    buffers: tuple[pickle.PickleBuffer, ...] = ()
 
 
 class InProcessCallable(Record):
@@ -105,7 +108,7 @@ class _FunctionCache:
             if payload.cloudpickled:
                 import cloudpickle  # noqa: F401  (registers reducers cloudpickle output may need)
 
-            fn = pickle.loads(payload.data)
+            fn = pickle.loads(payload.data, buffers=payload.buffers)
         with self._lock:
             self._items[payload.token] = fn
             while len(self._items) > self._size:
