@@ -141,29 +141,20 @@ def test_segment_is_removed_after_an_exception_once_the_function_is_dropped() ->
         assert list(ex.map(tasks.square, range(3))) == [0, 1, 4]
 
 
-class Model:
-    """Something big a user binds to the function: a loaded model."""
-
-    def __init__(self) -> None:
-        self.weights = bytes(2 * THRESHOLD)
-
-    def predict(self, x: int) -> int:
-        return self.weights[x] + x
-
-
 @pytest.mark.parametrize(("backend", "options"),
-                         [*PROCESS_BACKENDS, ("threads", {"max_workers": 2}),
-                          ("serial", {})],
-                         ids=[*IDS, "threads", "serial"])
+                         [*PROCESS_BACKENDS, ("threads", {"max_workers": 2}), ("serial", {}),
+                          pytest.param("ray", {"max_workers": 2}, marks=pytest.mark.cluster),
+                          pytest.param("dask", {"max_workers": 2}, marks=pytest.mark.cluster)],
+                         ids=[*IDS, "threads", "serial", "ray", "dask"])
 def test_executor_does_not_keep_the_last_function_alive(
     backend: str, options: dict[str, int]
 ) -> None:
     with anyexec.get_executor(backend, **options) as ex:
-        model = Model()
+        model = pt.Model(2 * THRESHOLD)
         alive = weakref.ref(model)
         assert ex.submit(model.predict, 1).result() == 1
         assert list(ex.map(model.predict, range(3))) == [0, 1, 2]
-        held = partial(Model.predict, model)
+        held = partial(pt.Model.predict, model)
         assert list(ex.map(held, range(3))) == [0, 1, 2]
         del model, held
         gc.collect()
