@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BACKENDS = ("processes", "joblib", "pathos", "loky", "ray", "dask")
+BACKENDS = ("processes", "joblib", "pathos", "loky", "mpi", "ray", "dask")
 KINDS = ("bytes", "numpy")
 
 # -- the task (importable by reference from every worker) -----------------------------------

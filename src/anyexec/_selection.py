@@ -32,7 +32,7 @@ class Resolved(Record):
     factory: Any
     options: dict[str, Any]
     origin: str
-    #: Executor-level options (initializer, initargs, inner_threads), for every backend.
+    #: Executor-level options (see anyexec._worker_setup), accepted by every backend.
     setup: dict[str, Any] | None = None
 
 
@@ -74,16 +74,11 @@ def resolve(spec: str | None, options: Mapping[str, Any]) -> Resolved:
 
     text, kw, origin = _choose(spec, options)
     parsed = parse_spec(text, origin=origin)
-    # -- executor-level options (anyexec._worker_setup), split off before the backend's own
-    from anyexec._worker_setup import check_setup_options, spec_setup_options, split_setup_options
+    # Executor-level options (initializer, inner_threads, ...) go to the Executor, not the backend.
+    from anyexec._worker_setup import split_executor_options
 
-    setup, kw = split_setup_options(kw)
-    from_spec, spec_options = split_setup_options(parsed.options)
-    setup = {**spec_setup_options(from_spec, origin=origin), **setup}
-    check_setup_options(setup)
-    if from_spec:
-        parsed = parsed._replace(options=spec_options)
-    # -- end of executor-level options
+    setup, kw, spec_options = split_executor_options(kw, parsed.options, origin=origin)
+    parsed = parsed._replace(options=spec_options)
     name = registry.canonical(parsed.name, origin=origin)
     factory = registry.factory(name)
     if not (parsed.options or parsed.address):
@@ -145,6 +140,10 @@ def get_executor(spec: str | None = None, /, **options: Any) -> Executor:
     name) or a string ``NAME[://ADDRESS][?option=value&...]``. Keyword ``options`` override the
     spec's. With no spec, the innermost :func:`use` block decides, then the environment
     variable ``ANYEXEC_BACKEND``, then the default ``processes`` (``serial`` inside a task).
+
+    Every backend also accepts the executor options ``initializer``/``initargs`` (run once in
+    each worker before its first task), ``inner_threads`` (BLAS/OpenMP threads per worker) and
+    ``forward_logs`` (worker log records reach the caller's handlers); see docs/usage.md.
 
     Raises :class:`UnknownBackendError`, :class:`BackendUnavailableError`, ``TypeError`` or
     ``ValueError`` here, never at the first task.

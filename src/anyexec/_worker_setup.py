@@ -43,7 +43,7 @@ __all__ = [
     "check_setup_options",
     "prepare_worker",
     "spec_setup_options",
-    "split_setup_options",
+    "split_executor_options",
 ]
 
 #: Executor-level options, accepted by every backend; split off before the backend's own.
@@ -102,12 +102,23 @@ class SetupFailure(Record):
         return error
 
 
-def split_setup_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(executor options, backend options)`` from the options given to ``get_executor``.
+def split_executor_options(
+    keywords: Mapping[str, Any], spec_options: Mapping[str, str], *, origin: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """Split the executor-level options off those given to ``get_executor``, checked.
 
-    Values that came from a spec string are strings: ``inner_threads`` is converted here;
-    ``initializer`` cannot be written in a spec and says so.
+    Returns ``(executor options, backend keywords, backend spec-string options)``. Values
+    from the spec string are converted; keywords override them. Raises ``TypeError`` or
+    ``ValueError`` naming a bad one.
     """
+    setup, rest = _split(keywords)
+    from_spec, spec_rest = _split(spec_options)
+    setup = {**spec_setup_options(from_spec, origin=origin), **setup}
+    check_setup_options(setup)
+    return setup, rest, spec_rest
+
+
+def _split(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     setup: dict[str, Any] = {}
     rest: dict[str, Any] = {}
     for key, value in options.items():
