@@ -262,3 +262,41 @@ def test_engines_with_a_store_get_big_payloads_out_of_band(backend: str) -> None
     if backend == "ray":
         # A view of Ray's shared-memory object store: resident as shared memory.
         assert all(r["RssShmem"] >= array.nbytes * 0.9 for r in reports), reports
+
+
+@pytest.mark.parametrize(("backend", "options"), PROCESS_BACKENDS, ids=IDS)
+def test_workers_do_not_keep_the_big_functions_of_earlier_maps(
+    backend: str, options: dict[str, int]
+) -> None:
+    with anyexec.get_executor(backend, **{**options, "max_workers": 1}) as ex:
+        # Start the worker first: one forked later would inherit the caller's model too.
+        # (loky's workers outlive executors: one may still cache an earlier test's model.)
+        ex.submit(pt.live_models).result()
+        for _map in range(4):
+            model = pt.Model(2 * THRESHOLD)
+            assert list(ex.map(model.predict, range(3))) == [0, 1, 2]
+            del model
+        # Only the last map's model is still cached in the worker.
+        assert ex.submit(pt.live_models).result() <= 1
+
+
+@pytest.mark.parametrize("backend", ["processes", "loky"])
+def test_ctrl_c_during_a_map_leaves_no_segment_and_ends_promptly(backend: str) -> None:
+    code = SCRIPT_HEAD + f"""
+    import threading, time
+    blob = bytes({2 * THRESHOLD})
+    fn = partial(pt.slow_byte_at, blob)
+    with anyexec.get_executor({backend!r}, max_workers=2) as ex:
+        results = ex.map(fn, range(200), chunksize=1)
+        print(segment(ex), flush=True)
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        for _ in results:
+            pass
+    """
+    for _run in range(3):
+        result = run_script(code)
+        assert result.returncode != 0
+        assert "KeyboardInterrupt" in result.stderr
+        name = result.stdout.split()[0]
+        assert "leaked shared_memory" not in result.stderr, result.stderr
+        assert not segment_exists(name), result.stderr

@@ -76,12 +76,28 @@ class InProcessCallable(Record):
     setup: WorkerSetup
 
 
+# A payload this large (pickle plus buffers, bytes) is "big": see _FunctionCache.
+_BIG = 1 << 20
+
+
+def _is_big(payload: PickledCallable) -> bool:
+    return payload.shared is not None or bool(payload.buffers) \
+        or memoryview(payload.data).nbytes >= _BIG
+
+
 class _FunctionCache:
-    """A small per-process LRU of unpickled functions, keyed by payload token."""
+    """A small per-process LRU of unpickled functions, keyed by payload token.
+
+    At most one of them is big (a model or a table bound to the function): a worker that gets
+    a new big function forgets the previous one, so it does not keep the objects of earlier
+    maps alive (sixteen 100 MB tables would be 1.6 GB per worker). A chunk still running the
+    old one keeps its own reference; a later chunk of it loads it again.
+    """
 
     def __init__(self, size: int = 16) -> None:
         self._size = size
         self._items: OrderedDict[str, Callable[..., Any]] = OrderedDict()
+        self._big: str | None = None
         self._lock = threading.Lock()
 
     def resolve(
@@ -110,9 +126,15 @@ class _FunctionCache:
 
             fn = pickle.loads(payload.data, buffers=payload.buffers)
         with self._lock:
+            if _is_big(payload):
+                if self._big is not None:
+                    self._items.pop(self._big, None)
+                self._big = payload.token
             self._items[payload.token] = fn
             while len(self._items) > self._size:
-                self._items.popitem(last=False)
+                token, _fn = self._items.popitem(last=False)
+                if token == self._big:
+                    self._big = None
         return fn
 
 
