@@ -79,3 +79,18 @@ def test_unknown_option_error_lists_the_executor_options() -> None:
     with pytest.raises(TypeError, match=r"Accepted options: .*initargs, initializer, "
                                         r"inner_threads.*max_workers"):
         anyexec.get_executor("processes", inner_thread=2)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc (Linux)")
+def test_numpy_loaded_by_the_first_items_gets_the_limit() -> None:
+    """Set before the chunk's items are unpickled: an array argument loads NumPy (and its
+    OpenBLAS) in a fresh spawned worker, which must already see inner_threads."""
+    np = pytest.importorskip("numpy")
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one CPU: every limit is 1")
+    with anyexec.get_executor("processes", max_workers=1, start_method="spawn",
+                              inner_threads=1) as ex:
+        counts = list(ex.map(setup_tasks.openblas_threads, [np.zeros(3)] * 2))
+    if counts[0] is None:
+        pytest.skip("this NumPy does not use OpenBLAS")
+    assert counts == [1, 1]

@@ -288,21 +288,23 @@ def run_chunk(payload: PickledCallable | InProcessCallable | Callable[..., Any],
     use_token = CURRENT_USE.set(None)
     collector: Any = None
     try:
-        calls: list[Any] = pickle.loads(items) if isinstance(items, bytes) else items
         setup = payload.setup if isinstance(payload, (PickledCallable, InProcessCallable)) \
             else None
+        failed = None
         if setup is not None:
             if setup.forward_logs is not None and os.getpid() != setup.caller_pid:
                 from anyexec._worker_logs import Collector
 
                 collector = Collector(setup.forward_logs).__enter__()
-            # Before the function is unpickled: that may load the libraries being limited.
+            # Before the items and the function are unpickled: that may load the libraries
+            # whose threads are being limited (NumPy reads OMP_NUM_THREADS when it loads).
             from anyexec._worker_setup import prepare_worker
 
             failed = prepare_worker(setup, crossing)
-            if failed is not None:
-                return _failed_setup(failed, calls, mode, crossing,
-                                     collector.records if collector is not None else None)
+        calls: list[Any] = pickle.loads(items) if isinstance(items, bytes) else items
+        if failed is not None:
+            return _failed_setup(failed, calls, mode, crossing,
+                                 collector.records if collector is not None else None)
         try:
             fn = _functions.resolve(payload)
         except Exception as why:

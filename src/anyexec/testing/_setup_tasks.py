@@ -51,3 +51,19 @@ def log_and_return(x: int) -> int:
         except KeyError:
             log.warning("item %d had a problem", x, exc_info=True)
     return x
+
+
+def openblas_threads(_item: Any = None) -> int | None:
+    """The thread count of the OpenBLAS loaded in this worker (NumPy's), or None if none is."""
+    import ctypes
+
+    with open("/proc/self/maps") as maps:
+        paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+    for path in sorted(paths):
+        lib = ctypes.CDLL(path)
+        for name in ("openblas_get_num_threads", "openblas_get_num_threads64_",
+                     "scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads"):
+            getter = getattr(lib, name, None)
+            if getter is not None:
+                return int(getter())
+    return None
