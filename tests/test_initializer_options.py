@@ -31,11 +31,12 @@ def test_threads_need_no_pickling_of_the_initializer() -> None:
     with anyexec.get_executor("threads", max_workers=2, initializer=seen.append,
                               initargs=(lock,)) as ex:
         assert list(ex.map(abs, [-1, -2])) == [1, 2]
-    assert seen and all(item is lock for item in seen)
+    assert seen
+    assert all(item is lock for item in seen)
 
 
 def test_an_initializer_cannot_be_written_in_a_spec_string() -> None:
-    with pytest.raises(ValueError, match="'initializer' .* cannot be given in a spec string"):
+    with pytest.raises(ValueError, match=r"'initializer' .* cannot be given in a spec string"):
         anyexec.get_executor("processes?initializer=load")
 
 
