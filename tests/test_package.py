@@ -22,7 +22,7 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
         "CAPABILITIES", "AnyexecError", "AnyexecWarning", "Backend", "BackendConflictWarning",
         "BackendFactory", "BackendInfo", "BackendUnavailableError", "Executor",
         "ExecutorShutdownError", "RemoteTraceback", "SerializationError", "TaskTimeoutError",
-        "UnknownBackendError", "WorkerCrashedError", "__version__",
+        "UnknownBackendError", "WorkerCrashedError", "WorkerInitializerError", "__version__",
         "available_backends", "get_executor", "in_worker", "register_backend", "use",
     ])
     for name in anyexec.__all__:

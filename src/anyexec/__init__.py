@@ -22,6 +22,7 @@ from anyexec._errors import (
     TaskTimeoutError,
     UnknownBackendError,
     WorkerCrashedError,
+    WorkerInitializerError,
 )
 from anyexec._record import TYPE_CHECKING
 from anyexec._registry import (
@@ -43,7 +44,8 @@ __version__ = "0.1.0"
 # Show public classes as anyexec.X in tracebacks and reprs, not as their private modules.
 for _name in ("AnyexecError", "AnyexecWarning", "TaskTimeoutError", "BackendUnavailableError",
               "ExecutorShutdownError", "RemoteTraceback", "SerializationError",
-              "UnknownBackendError", "WorkerCrashedError", "BackendInfo",
+              "UnknownBackendError", "WorkerCrashedError", "WorkerInitializerError",
+              "BackendInfo",
               "BackendConflictWarning"):
     globals()[_name].__module__ = "anyexec"
 del _name
@@ -87,6 +89,7 @@ __all__ = [
     "TaskTimeoutError",
     "UnknownBackendError",
     "WorkerCrashedError",
+    "WorkerInitializerError",
     "__version__",
     "available_backends",
     "get_executor",

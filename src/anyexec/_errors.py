@@ -16,6 +16,7 @@ __all__ = [
     "TaskTimeoutError",
     "UnknownBackendError",
     "WorkerCrashedError",
+    "WorkerInitializerError",
 ]
 
 
@@ -63,6 +64,14 @@ class ExecutorShutdownError(AnyexecError, RuntimeError):
     Raised by ``submit`` and ``map`` after ``shutdown()`` (or once the interpreter has begun
     to exit), and by a ``map`` iterator that still had input to send when its executor was
     shut down: consume the results before leaving the ``with`` block.
+    """
+
+
+class WorkerInitializerError(AnyexecError, RuntimeError):
+    """The executor's ``initializer`` raised in a worker, so no call can run there.
+
+    Every call of the executor that reaches that worker fails with it, at once; the message
+    names the initializer and the worker, and ``__cause__`` carries the worker's traceback.
     """
 
 

@@ -17,6 +17,7 @@ import sys
 import threading
 import types
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 
@@ -31,7 +32,7 @@ from anyexec._map import (
     start_map,
 )
 from anyexec._record import TYPE_CHECKING
-from anyexec._worker import CALL, PickledCallable, run_chunk
+from anyexec._worker import CALL, InProcessCallable, PickledCallable, run_chunk
 
 if TYPE_CHECKING:
     from typing import Any, Literal, TypeVar
@@ -154,7 +155,8 @@ class Executor(concurrent.futures.Executor):
 
     backend: str
 
-    def __init__(self, backend: Any, *, name: str, max_workers: int | None = None) -> None:
+    def __init__(self, backend: Any, *, name: str, max_workers: int | None = None,
+                 setup: dict[str, Any] | None = None) -> None:
         for method in ("submit", "shutdown"):
             if not callable(getattr(backend, method, None)):
                 raise TypeError(
@@ -171,7 +173,24 @@ class Executor(concurrent.futures.Executor):
         self._target_chunk_seconds = min(0.5, max(0.002, 100 * overhead))
         self._lock = threading.Lock()
         self._shut = False
-        self._last_payload: tuple[Callable[..., Any], PickledCallable] | None = None
+        # The last function sent and its payload: a weak reference, so that the executor never
+        # keeps the user's function (and what it carries) alive; see _payload_for.
+        self._last_payload: tuple[weakref.ref[Any], PickledCallable] | None = None
+        from anyexec._worker_setup import build_setup
+
+        # Tasks run in worker processes when they are pickled for them or the backend says so.
+        self._setup = build_setup(setup or {}, pickles=self._pickles,
+                                  isolated=self._pickles or "isolated" in self.capabilities,
+                                  max_workers=self.max_workers, backend=name)
+        from anyexec._shm import available
+
+        # Big payloads go to the engine's own store (share) without a copy per task, or else
+        # through shared memory.
+        self._store = self._pickles and callable(getattr(backend, "share", None))
+        self._shm = self._pickles and not self._store and available()
+        # Segments written by this executor: removed by shutdown(wait=True), when no task can
+        # need them any more, even if a reference cycle in an engine's futures still holds one.
+        self._segments: weakref.WeakSet[Any] = weakref.WeakSet()
         with _live_lock:
             _live.add(self)
         _register_exit_hook()
@@ -199,26 +218,72 @@ class Executor(concurrent.futures.Executor):
                 f"cannot start backend {resolved.name!r}: the interpreter is exiting"
             )
         backend = resolved.factory(**resolved.options)
-        return cls(backend, name=resolved.name, max_workers=resolved.options.get("max_workers"))
+        try:
+            return cls(backend, name=resolved.name,
+                       max_workers=resolved.options.get("max_workers"), setup=resolved.setup)
+        except BaseException:
+            backend.shutdown(wait=False, cancel_futures=True)  # an initializer that won't pickle
+            raise
 
     # -- helpers for _map ----------------------------------------------------------------
 
-    def _payload_for(self, fn: Callable[..., Any]) -> PickledCallable | Callable[..., Any]:
+    def _payload_for(
+        self, fn: Callable[..., Any]
+    ) -> PickledCallable | InProcessCallable | Callable[..., Any]:
+        """What the tasks carry for ``fn``: pickled once per function, in the caller.
+
+        The last payload is reused while it is the same function object, which the executor
+        watches through a weak reference only: once the user drops the function, the payload
+        is dropped too (with its shared-memory segment once the tasks holding it are done).
+        """
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__} {fn!r}")
         if not self._pickles:
-            return fn
+            return fn if self._setup is None else InProcessCallable(fn, self._setup)
         last = self._last_payload
-        if last is not None and last[0] is fn:
+        if last is not None and last[0]() is fn:
             return last[1]
+        payload = self._pickle_payload(fn)
+        try:
+            self._last_payload = (weakref.ref(fn, self._forget_callback()), payload)
+        except TypeError:
+            self._last_payload = None  # not weak-referenceable (a builtin): not worth caching
+        return payload
+
+    def _forget_callback(self) -> Callable[[weakref.ref[Any]], None]:
+        this = weakref.ref(self)
+
+        def forget(ref: weakref.ref[Any]) -> None:
+            ex = this()
+            if ex is not None:
+                last = ex._last_payload
+                if last is not None and last[0] is ref:
+                    ex._last_payload = None
+        return forget
+
+    def _pickle_payload(self, fn: Callable[..., Any]) -> PickledCallable:
+        token, path, setup = os.urandom(16).hex(), tuple(sys.path), self._setup
         data = _pickle_by_reference(fn)
         if data is not None:
-            payload = PickledCallable(os.urandom(16).hex(), data, tuple(sys.path), False)
-            self._last_payload = (fn, payload)
-            return payload
-        import cloudpickle
-
+            return PickledCallable(token, data, path, False, setup)
         try:
+            if self._shm:
+                from anyexec._shm import dump_to_shared
+
+                dumped = dump_to_shared(fn)
+                if not isinstance(dumped, bytes):
+                    self._segments.add(dumped)
+                    return PickledCallable(token, b"", path, True, setup, dumped)
+                return PickledCallable(token, dumped, path, True, setup)
+            if self._store:
+                from anyexec._shm import dump_for_store
+
+                stored = dump_for_store(fn)
+                if not isinstance(stored, bytes):
+                    return PickledCallable(token, stored[0], path, True, setup, None, stored[1])
+                return PickledCallable(token, stored, path, True, setup)
+            import cloudpickle
+
             data = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as why:
             raise SerializationError(
@@ -228,9 +293,7 @@ class Executor(concurrent.futures.Executor):
                 "connection): create that object inside the function, or use backend "
                 "'threads'."
             ) from why
-        payload = PickledCallable(os.urandom(16).hex(), bytes(data), tuple(sys.path), True)
-        self._last_payload = (fn, payload)
-        return payload
+        return PickledCallable(token, bytes(data), path, True, setup)
 
     def _recovery_hint(self) -> str:
         if "recovers_from_worker_death" in self.capabilities:
@@ -259,9 +322,13 @@ class Executor(concurrent.futures.Executor):
         """At interpreter exit: refuse new work, wait for what was submitted, release."""
         with self._lock:
             self._shut = True
-        self._backend.shutdown(wait=True)
-        with _live_lock:
-            _live.discard(self)
+            self._last_payload = None
+        try:
+            self._backend.shutdown(wait=True)
+        finally:
+            self._release_segments()
+            with _live_lock:
+                _live.discard(self)
 
     # -- the contract --------------------------------------------------------------------
 
@@ -344,13 +411,20 @@ class Executor(concurrent.futures.Executor):
             if self._shut:
                 return
             self._shut = True
+            # Tasks still running hold their own reference to the payload.
+            self._last_payload = None
         try:
             self._backend.shutdown(wait=wait, cancel_futures=cancel_futures)
         finally:
             if wait:
+                self._release_segments()
                 # Without wait, work may still be running: the exit hook waits for it.
                 with _live_lock:
                     _live.discard(self)
+
+    def _release_segments(self) -> None:
+        for segment in list(self._segments):
+            segment.unlink()
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         if exc_type is KeyboardInterrupt:

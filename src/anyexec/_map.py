@@ -142,13 +142,17 @@ def decode_outcome(ex: Any, future: Future[Any], where: str) -> ChunkOutcome:
         raise WorkerCrashedError(crash_message(ex, where, exc)) from exc
     if isinstance(raw, bytes):
         try:
-            return pickle.loads(raw)  # type: ignore[no-any-return]
+            raw = pickle.loads(raw)
         except Exception as exc:
             raise SerializationError(
                 f"the results of {where} arrived but could not be unpickled in the caller "
                 f"({type(exc).__name__}: {exc}); a result or exception class is probably not "
                 "importable here, or its __reduce__ is broken."
             ) from exc
+    if raw.logs:  # forward_logs=True (anyexec._worker_logs)
+        from anyexec._worker_logs import replay
+
+        replay(raw.logs)
     return raw  # type: ignore[no-any-return]
 
 

@@ -42,9 +42,13 @@ class OptionSchema:
             return
         for key in options:
             if key not in self.params:
-                close = difflib.get_close_matches(key, self.names, n=1)
+                # Executor-level options (anyexec._worker_setup) are accepted by every backend.
+                from anyexec._worker_setup import SETUP_OPTIONS
+
+                names = sorted({*self.names, *SETUP_OPTIONS})
+                close = difflib.get_close_matches(key, names, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                accepted = ", ".join(self.names) or "none"
+                accepted = ", ".join(names)
                 raise TypeError(
                     f"backend {backend!r} has no option {key!r} (from {origin}){hint} "
                     f"Accepted options: {accepted}."

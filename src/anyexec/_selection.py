@@ -33,6 +33,8 @@ class Resolved(Record):
     factory: Any
     options: dict[str, Any]
     origin: str
+    #: Executor-level options (see anyexec._worker_setup), accepted by every backend.
+    setup: dict[str, Any] | None = None
 
 
 def _choose(spec: str | None, options: Mapping[str, Any],
@@ -84,6 +86,11 @@ def resolve(spec: str | None, options: Mapping[str, Any], *,
     text, kw, origin = _choose(spec, options, caller)
     keywords = f"the keyword arguments of {caller}"
     parsed = parse_spec(text, origin=origin)
+    # Executor-level options (initializer, inner_threads, ...) go to the Executor, not the backend.
+    from anyexec._worker_setup import split_executor_options
+
+    setup, kw, spec_options = split_executor_options(kw, parsed.options, origin=origin)
+    parsed = parsed._replace(options=spec_options)
     name = registry.canonical(parsed.name, origin=origin)
     factory = registry.factory(name)
     if not (parsed.options or parsed.address):
@@ -93,7 +100,7 @@ def resolve(spec: str | None, options: Mapping[str, Any], *,
         if accepted is not None and kw.keys() <= accepted:
             check_max_workers(kw.get("max_workers"), origin=_origin_of("max_workers", options,
                                                                       keywords, origin))
-            return Resolved(name, factory, kw, origin)
+            return Resolved(name, factory, kw, origin, setup)
     # Imported here: signature inspection pulls in inspect, which costs more than starting a
     # process pool and is needed only when there are options to check.
     from anyexec._options import option_schema
@@ -110,14 +117,15 @@ def resolve(spec: str | None, options: Mapping[str, Any], *,
                 f"'://{parsed.address}'; use plain {name!r}"
             )
         merged["address"] = parsed.address
-    schema.check_names(options, backend=name, origin=keywords)
-    # Options of an enclosing use() block that the keywords did not override.
+    # The caller's own keywords, then options of an enclosing use() block they did not override.
+    schema.check_names({k: v for k, v in kw.items() if k in options}, backend=name,
+                       origin=keywords)
     schema.check_names({k: v for k, v in kw.items() if k not in options}, backend=name,
                        origin=origin)
     merged.update(kw)
     check_max_workers(merged.get("max_workers"),
                       origin=_origin_of("max_workers", options, keywords, origin))
-    return Resolved(name, factory, merged, origin)
+    return Resolved(name, factory, merged, origin, setup)
 
 
 def _origin_of(key: str, options: Mapping[str, Any], keywords: str, origin: str) -> str:
@@ -155,6 +163,10 @@ def get_executor(spec: str | None = None, /, **options: Any) -> Executor:
     name) or a string ``NAME[://ADDRESS][?option=value&...]``. Keyword ``options`` override the
     spec's. With no spec, the innermost :func:`use` block decides, then the environment
     variable ``ANYEXEC_BACKEND``, then the default ``processes`` (``serial`` inside a task).
+
+    Every backend also accepts the executor options ``initializer``/``initargs`` (run once in
+    each worker before its first task), ``inner_threads`` (BLAS/OpenMP threads per worker) and
+    ``forward_logs`` (worker log records reach the caller's handlers); see docs/usage.md.
 
     Raises :class:`UnknownBackendError`, :class:`BackendUnavailableError`, ``TypeError`` or
     ``ValueError`` here, never at the first task.

@@ -6,6 +6,7 @@ standard library at module level; cloudpickle is imported when a payload is firs
 
 from __future__ import annotations
 
+import os
 import pickle
 import reprlib
 import signal
@@ -22,6 +23,9 @@ from anyexec._record import TYPE_CHECKING, Record
 if TYPE_CHECKING:
     from typing import Any
 
+    from anyexec._shm import SharedPayload
+    from anyexec._worker_setup import WorkerSetup
+
 __all__ = [
     "CALL",
     "SINGLE",
@@ -29,6 +33,7 @@ __all__ = [
     "WHOLE_CHUNK",
     "ChunkOutcome",
     "Failure",
+    "InProcessCallable",
     "PickledCallable",
     "dumps_or_none",
     "run_chunk",
@@ -54,21 +59,55 @@ class PickledCallable(Record):
     """
 
     token: str
-    data: bytes
+    #: The pickle; a ``PickleBuffer`` for a big payload sent to an engine's object store.
+    data: bytes | pickle.PickleBuffer
     sys_path: tuple[str, ...]
     #: True when ``data`` came from cloudpickle (then the worker imports it to load it).
     cloudpickled: bool = True
+    #: The executor's per-worker set-up (initializer, thread limits), or None.
+    setup: WorkerSetup | None = None
+    #: A big function is not in ``data`` but in this shared-memory segment (see ``_shm``).
+    shared: SharedPayload | None = None
+    #: Out-of-band buffers of ``data`` (pickle protocol 5), for engines with an object store.
+    buffers: tuple[pickle.PickleBuffer, ...] = ()
+
+
+class InProcessCallable(Record):
+    """The user's function with its executor's set-up, on backends that do not pickle."""
+
+    fn: Callable[..., Any]
+    setup: WorkerSetup
+
+
+# A payload this large (pickle plus buffers, bytes) is "big": see _FunctionCache.
+_BIG = 1 << 20
+
+
+def _is_big(payload: PickledCallable) -> bool:
+    return payload.shared is not None or bool(payload.buffers) \
+        or memoryview(payload.data).nbytes >= _BIG
 
 
 class _FunctionCache:
-    """A small per-process LRU of unpickled functions, keyed by payload token."""
+    """A small per-process LRU of unpickled functions, keyed by payload token.
+
+    At most one of them is big (a model or a table bound to the function): a worker that gets
+    a new big function forgets the previous one, so it does not keep the objects of earlier
+    maps alive (sixteen 100 MB tables would be 1.6 GB per worker). A chunk still running the
+    old one keeps its own reference; a later chunk of it loads it again.
+    """
 
     def __init__(self, size: int = 16) -> None:
         self._size = size
         self._items: OrderedDict[str, Callable[..., Any]] = OrderedDict()
+        self._big: str | None = None
         self._lock = threading.Lock()
 
-    def resolve(self, payload: PickledCallable | Callable[..., Any]) -> Callable[..., Any]:
+    def resolve(
+        self, payload: PickledCallable | InProcessCallable | Callable[..., Any]
+    ) -> Callable[..., Any]:
+        if isinstance(payload, InProcessCallable):
+            return payload.fn
         if not isinstance(payload, PickledCallable):
             return payload
         with self._lock:
@@ -79,14 +118,26 @@ class _FunctionCache:
         for entry in payload.sys_path:
             if entry not in sys.path:
                 sys.path.append(entry)
-        if payload.cloudpickled:
-            import cloudpickle  # noqa: F401  (registers reducers cloudpickle output may need)
+        fn: Callable[..., Any]
+        if payload.shared is not None:
+            from anyexec._shm import load_shared
 
-        fn: Callable[..., Any] = pickle.loads(payload.data)
+            fn = load_shared(payload.shared)
+        else:
+            if payload.cloudpickled:
+                import cloudpickle  # noqa: F401  (registers reducers cloudpickle output may need)
+
+            fn = pickle.loads(payload.data, buffers=payload.buffers)
         with self._lock:
+            if _is_big(payload):
+                if self._big is not None:
+                    self._items.pop(self._big, None)
+                self._big = payload.token
             self._items[payload.token] = fn
             while len(self._items) > self._size:
-                self._items.popitem(last=False)
+                token, _fn = self._items.popitem(last=False)
+                if token == self._big:
+                    self._big = None
         return fn
 
 
@@ -108,6 +159,8 @@ class ChunkOutcome(Record):
     values: list[Any]
     failures: list[Failure]
     elapsed: float = 0.0
+    #: Log records the chunk emitted, for the caller's handlers (``forward_logs=True``).
+    logs: list[Any] | None = None
 
 
 def _describe(item: Any, mode: int) -> str:
@@ -220,7 +273,8 @@ class _Alarm:
         return measured
 
 
-def run_chunk(payload: PickledCallable | Callable[..., Any], items: bytes | list[Any],
+def run_chunk(payload: PickledCallable | InProcessCallable | Callable[..., Any],
+              items: bytes | list[Any],
               mode: int, stop_on_error: bool,
               task_timeout: float | None = None) -> bytes | ChunkOutcome:
     """Run one chunk on a worker. Called through the backend's ``submit``.
@@ -235,13 +289,30 @@ def run_chunk(payload: PickledCallable | Callable[..., Any], items: bytes | list
     # A use() block of the caller must not leak into tasks run in its thread (serial): inside a
     # task the default is serial, and only a use() entered by the task itself counts.
     use_token = CURRENT_USE.set(None)
+    collector: Any = None
     try:
+        setup = payload.setup if isinstance(payload, (PickledCallable, InProcessCallable)) \
+            else None
+        failed = None
+        if setup is not None:
+            if setup.forward_logs is not None and os.getpid() != setup.caller_pid:
+                from anyexec._worker_logs import Collector
+
+                collector = Collector(setup.forward_logs).__enter__()
+            # Before the items and the function are unpickled: that may load the libraries
+            # whose threads are being limited (NumPy reads OMP_NUM_THREADS when it loads).
+            from anyexec._worker_setup import prepare_worker
+
+            failed = prepare_worker(setup, crossing)
         try:
             calls: list[Any] = pickle.loads(items) if isinstance(items, bytes) else items
         except Exception as why:
             # Not a crash of the worker: the arguments pickled in the caller but do not
             # unpickle here (a class missing on the worker, a broken __reduce__/__setstate__).
             return _unloadable_arguments(why)
+        if failed is not None:
+            return _failed_setup(failed, calls, mode, crossing,
+                                 collector.records if collector is not None else None)
         try:
             fn = _functions.resolve(payload)
         except Exception as why:
@@ -278,13 +349,26 @@ def run_chunk(payload: PickledCallable | Callable[..., Any], items: bytes | list
                 position += 1
                 if stop_on_error:
                     break
-        outcome = ChunkOutcome(values, failures, time.perf_counter() - started)
+        outcome = ChunkOutcome(values, failures, time.perf_counter() - started,
+                               collector.records or None if collector is not None else None)
     finally:
+        if collector is not None:
+            collector.__exit__()
         CURRENT_USE.reset(use_token)
         IN_WORKER.reset(token)
     if not crossing:
         return outcome
     return _dump_outcome(outcome, calls, mode)
+
+
+def _failed_setup(failed: Any, calls: list[Any], mode: int, crossing: bool,
+                  logs: list[Any] | None) -> bytes | ChunkOutcome:
+    """Every call of the chunk fails with the initializer's error (see ``_worker_setup``)."""
+    failures = [Failure(position, failed.error(crossing), failed.traceback if crossing else "",
+                        _describe(call, mode))
+                for position, call in enumerate(calls)]
+    outcome = ChunkOutcome([None] * len(calls), failures, 0.0, logs or None)
+    return _dump_outcome(outcome, calls, mode) if crossing else outcome
 
 
 def _unloadable(why: Exception, calls: list[Any], mode: int,
