@@ -61,6 +61,8 @@ _NAMES = ("loky", "threading", "multiprocessing")
 #: How long a park task sleeps on a process worker. Short: a call submitted while a worker
 #: parks waits about this long; long enough that an idle worker costs little CPU.
 _PARK_SECONDS = 0.002
+#: How long creating an executor waits for joblib's engine to start (see _start_engine).
+_START_SECONDS = 60.0
 #: Threads park on an event set by ``submit``, so they wake at once; this only bounds a wait.
 _THREAD_PARK_SECONDS = 0.05
 
@@ -138,6 +140,43 @@ class _ExitNoiseFilter(logging.Filter):
 
 _dispatchers: weakref.WeakSet[_Dispatcher] = weakref.WeakSet()
 _exit_filter_installed = False
+#: Every live dispatcher, for the exit hook.
+_live: weakref.WeakSet[_Dispatcher] = weakref.WeakSet()
+#: When the exit hook was registered: "created" (a dispatcher started), "loky" (after loky's).
+_exit_hooks: set[str] = set()
+
+
+def _finish_at_exit() -> None:
+    """Run every call already submitted before the interpreter exits (stdlib pools do too).
+
+    Registered with ``threading._register_atexit``, the hook ``concurrent.futures`` uses: it
+    runs when the main thread ends, while daemon threads (our dispatchers) still run.
+    Registered only after loky registered its own hook (at its first submission in this
+    process): such hooks run newest first, so ours runs while loky still accepts work. Once
+    loky's has run, loky refuses every new call and joblib could not dispatch the rest.
+    """
+    for dispatcher in list(_live):
+        dispatcher.close(cancel_queued=False)
+    for dispatcher in list(_live):
+        dispatcher.join()
+
+
+def _register_exit_hook(when: str) -> None:
+    """Register :func:`_finish_at_exit` once per ``when`` (running it twice is harmless)."""
+    if when in _exit_hooks:
+        return
+    _exit_hooks.add(when)
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        with contextlib.suppress(RuntimeError):  # the interpreter is exiting already
+            register(_finish_at_exit)
+
+
+def _refused_at_exit(exc: BaseException) -> bool:
+    """Whether a round failed because the engine refuses work while the interpreter exits."""
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "interpreter shutdown" in text or "atexit after shutdown" in text)
 
 
 def _install_exit_filter(dispatcher: _Dispatcher) -> None:
@@ -194,9 +233,16 @@ class _Dispatcher:
             if self._marks else (lambda: None)
         if not self._local:
             _install_exit_filter(self)
+        _live.add(self)
+        # Threads need no ordering; loky dispatchers register again after loky's own hook.
+        _register_exit_hook("created")
         self._thread = threading.Thread(target=self._serve, name=f"anyexec-joblib-{name}",
                                         daemon=True)
+        self._ready = threading.Event()
         self._thread.start()
+        # Measured: 0.01-0.03 s when loky's workers already run, 0.2-0.6 s to start them.
+        if not self._ready.wait(_START_SECONDS):
+            log.debug("anyexec: joblib took over %s s to start; going on", _START_SECONDS)
 
     # -- caller side --
 
@@ -246,13 +292,36 @@ class _Dispatcher:
                 self._work.wait()
             return bool(self._queue or self._resubmitted) and not self._stopping
 
-    def _serve(self) -> None:
-        from joblib import Parallel
+    def _start_engine(self) -> Parallel:
+        """Import joblib and run one empty round, so the engine runs before any call.
 
+        Both must happen before the interpreter starts to exit: from then on importing
+        ``concurrent.futures.process`` (which joblib's loky does) and starting loky's executor
+        raise ("can't register atexit after shutdown"), so a call submitted just before the
+        script ends could never run. The caller waits for this in ``__init__``.
+        """
         try:
+            from joblib import Parallel, delayed
+
             parallel = Parallel(n_jobs=self._n_jobs, backend=self._name,
                                 return_as="generator_unordered", batch_size=1,
                                 pre_dispatch="n_jobs")
+            try:
+                with _round_guard(self._local), parallel:
+                    for _ in parallel([delayed(_park)(0.0)]):
+                        pass
+            except Exception as exc:  # the first real round will meet it again
+                log.debug("anyexec: joblib's first round failed (%r)", exc)
+            if not self._local:
+                # loky registered its exit hook when it started: ours now runs before it.
+                _register_exit_hook("loky")
+            return parallel
+        finally:
+            self._ready.set()
+
+    def _serve(self) -> None:
+        try:
+            parallel = self._start_engine()
         except BaseException as exc:
             # joblib refused (a broken installation): say so through every call instead.
             while self._wait_for_work():
@@ -269,6 +338,13 @@ class _Dispatcher:
                         if not self._local:
                             break
             except Exception as exc:
+                if _refused_at_exit(exc):
+                    # Nothing can run any more: fail what is left rather than start rounds
+                    # that the engine refuses, over and over.
+                    self._fail_leftovers(RuntimeError(
+                        "the interpreter began to exit before joblib ran this call, and "
+                        f"joblib's engine no longer accepts work ({exc})"))
+                    break
                 # The round's calls already carry the exception; joblib aborted its executor
                 # and the next round starts on a fresh one.
                 log.debug("anyexec: joblib round failed, restarting the pool (%r)", exc)
@@ -315,6 +391,15 @@ class _Dispatcher:
                         os.unlink(os.path.join(self._marks, name))
                     return int(pid)
         return None
+
+    def _fail_leftovers(self, exc: BaseException) -> None:
+        """Fail every call not yet handed to joblib, the ones to run again included."""
+        with self._lock:
+            again = list(self._resubmitted)
+            self._resubmitted.clear()
+        for job in again:
+            _fail(job.future, exc)
+        self._fail_queued(exc)
 
     def _fail_queued(self, exc: BaseException) -> None:
         with self._lock:

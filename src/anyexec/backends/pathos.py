@@ -64,6 +64,31 @@ _RETIRE_SECONDS = 3.0
 _reports: Any = None
 
 
+#: Every live backend, for the exit hook.
+_live: weakref.WeakSet[PathosBackend] = weakref.WeakSet()
+_exit_hook_registered = False
+
+
+def _finish_at_exit() -> None:
+    """Run every call already submitted before the interpreter exits (stdlib pools do too).
+
+    Registered with ``threading._register_atexit``, the hook ``concurrent.futures`` uses: it
+    runs when the main thread ends, while our daemon slot threads still run.
+    """
+    for backend in list(_live):
+        backend.shutdown(wait=True)
+
+
+def _register_exit_hook() -> None:
+    global _exit_hook_registered
+    register = getattr(threading, "_register_atexit", None)
+    if _exit_hook_registered or register is None:
+        return
+    _exit_hook_registered = True
+    with contextlib.suppress(RuntimeError):  # the interpreter is exiting already
+        register(_finish_at_exit)
+
+
 class WorkerLostError(RuntimeError):
     """The pathos worker process running a call died before returning its result."""
 
@@ -196,6 +221,9 @@ class PathosBackend:
             self.capabilities = frozenset({"isolated", "recovers_from_worker_death",
                                            "interrupts_tasks"})
         self._id = f"anyexec-{uuid.uuid4().hex}"
+        # A process pool forks its workers: they inherit this object and the exit hooks, and
+        # a copy must never touch the pool, which belongs to the process that created it.
+        self._owner = os.getpid()
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._queue: deque[_Job] = deque()
@@ -212,6 +240,8 @@ class PathosBackend:
         # Also removed at interpreter exit if the executor was never shut down.
         self._remove_marks = weakref.finalize(self, shutil.rmtree, self._marks, True) \
             if self._marks else (lambda: None)
+        _live.add(self)
+        _register_exit_hook()
 
     # -- pool management --
 
@@ -391,6 +421,8 @@ class PathosBackend:
 
     def terminate(self) -> None:
         """Stop now: cancel queued calls, kill the workers running calls, drop the pool."""
+        if os.getpid() != self._owner:
+            return
         with self._work:
             self._stopping = True
             gen, self._generation = self._generation, None
@@ -417,6 +449,12 @@ class PathosBackend:
             kill(left)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop taking calls; with ``wait``, return once every call submitted has finished.
+
+        Callable again after ``shutdown(wait=False)``, to wait for the calls still running.
+        """
+        if os.getpid() != self._owner:
+            return  # a forked worker's copy: the pool is not ours to close
         with self._work:
             self._closing = True
             self._work.notify_all()
