@@ -218,6 +218,9 @@ class _Dispatcher:
         self._queue: deque[_Job] = deque()
         # Calls aborted by another call's crash, already marked running: they go first.
         self._resubmitted: deque[_Job] = deque()
+        # Calls that were running when a worker died: each runs again alone (see _after_crash).
+        self._suspects: deque[_Job] = deque()
+        self._alone: _Job | None = None  # the suspect now running with nothing beside it
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._wake = threading.Event()
@@ -288,9 +291,13 @@ class _Dispatcher:
     def _wait_for_work(self) -> bool:
         """Block until a call is queued; False once closed with nothing left to run."""
         with self._work:
-            while not self._queue and not self._resubmitted and not self._closing:
+            while not self._leftovers() and not self._closing:
                 self._work.wait()
-            return bool(self._queue or self._resubmitted) and not self._stopping
+            return self._leftovers() and not self._stopping
+
+    def _leftovers(self) -> bool:
+        """Whether calls wait to be handed to joblib (lock held)."""
+        return bool(self._queue or self._resubmitted or self._suspects)
 
     def _start_engine(self) -> Parallel:
         """Import joblib and run one empty round, so the engine runs before any call.
@@ -351,34 +358,42 @@ class _Dispatcher:
         # Calls still queued when stopped (terminate) never run.
         self.close(cancel_queued=True)
         with self._lock:
-            orphans = list(self._resubmitted)
+            orphans = [*self._resubmitted, *self._suspects]
             self._resubmitted.clear()
+            self._suspects.clear()
         for job in orphans:
             _fail(job.future, RuntimeError("the executor was stopped before this call ran"))
         self._remove_marks()
 
     def _after_crash(self, lost: list[tuple[int, _Job]], crash: BaseException) -> None:
-        """Fail the calls that were running when the pool broke; run the others again.
+        """Fail only the call whose worker died; run every other lost call again.
 
         loky kills every worker when one dies, so liveness cannot tell the culprit from the
-        calls running beside it: all of them fail (as with the stdlib's BrokenProcessPool),
-        the most recently started first, as a crash usually follows its call's start closely.
-        Calls that had not started, or had finished but whose result joblib dropped when it
-        aborted, are run again.
+        calls running beside it (marker files only say which calls were running). Those are
+        suspects: each runs again alone on a fresh pool, nothing beside it, and fails only if
+        its worker dies again then. Calls that had not started, or had finished but whose
+        result joblib dropped when it aborted, are run again at once.
         """
-        running: list[tuple[int, _Job]] = []
+        culprits: list[_Job] = []
+        suspects: list[_Job] = []
         requeue: list[_Job] = []
+        with self._lock:
+            alone, self._alone = self._alone, None
         for job_tag, job in lost:
-            if self._running_pid(job_tag) is not None or self._stopping:
-                running.append((job_tag, job))
+            started = self._running_pid(job_tag) is not None
+            if job is alone or self._stopping:
+                culprits.append(job)  # it ran alone, so its own worker died
+            elif started:
+                suspects.append(job)
             else:
                 requeue.append(job)
-        for _tag, job in sorted(running, key=lambda pair: -pair[0]):
+        for job in culprits:
             _fail(job.future, crash)
-        if requeue:
-            log.debug("anyexec: running %d call(s) again after a joblib worker crash",
-                      len(requeue))
+        if suspects or requeue:
+            log.debug("anyexec: running %d call(s) again after a joblib worker crash, %d of "
+                      "them alone", len(suspects) + len(requeue), len(suspects))
             with self._work:
+                self._suspects.extend(suspects)
                 self._resubmitted.extend(requeue)
                 self._work.notify()
 
@@ -395,8 +410,9 @@ class _Dispatcher:
     def _fail_leftovers(self, exc: BaseException) -> None:
         """Fail every call not yet handed to joblib, the ones to run again included."""
         with self._lock:
-            again = list(self._resubmitted)
+            again = [*self._resubmitted, *self._suspects]
             self._resubmitted.clear()
+            self._suspects.clear()
         for job in again:
             _fail(job.future, exc)
         self._fail_queued(exc)
@@ -461,6 +477,13 @@ class _Dispatcher:
         # joblib's pool already bounds how many calls run; counting our handed-over calls too
         # would idle workers until joblib's 10 ms result loop reports them settled. Count only
         # when the pool is larger than max_workers (max_workers=1 on a process pool).
+        if self._alone is not None:
+            return None  # a suspect runs alone: start nothing beside it
+        if self._suspects:
+            if current.jobs:
+                return None  # let the calls still running finish first
+            self._alone = self._suspects.popleft()
+            return self._alone
         room = self._n_jobs == self._limit or len(current.jobs) < self._limit
         if self._resubmitted and room:
             return self._resubmitted.popleft()
@@ -491,6 +514,8 @@ class _Dispatcher:
     def _settle(self, current: _Round, tag: int, data: bytes) -> None:
         with self._lock:
             job = current.jobs.pop(tag, None)
+            if job is not None and job is self._alone:
+                self._alone = None  # it ran alone and came back: innocent
         if job is None:
             return
         try:
