@@ -89,6 +89,24 @@ def _register_exit_hook() -> None:
         register(_finish_at_exit)
 
 
+def _refuse_in_daemon() -> None:
+    """Refuse a process pool where one cannot start: in a daemonic process (a pool's worker).
+
+    multiprocess would fail later, in a slot thread, with a bare AssertionError that anyexec
+    could only report as a crashed worker.
+    """
+    import multiprocess
+
+    if multiprocess.current_process().daemon:
+        raise RuntimeError(
+            "cannot start a pathos process pool here: this code runs in a daemonic worker "
+            "process (a task of a pathos or multiprocessing pool), and daemonic processes are "
+            "not allowed to have children. Inside a task, use get_executor() without a name "
+            "(it picks 'serial' there), 'serial' or 'threads'; or run the outer map on a "
+            "backend whose workers may start processes ('processes', 'joblib', 'loky')."
+        )
+
+
 class WorkerLostError(RuntimeError):
     """The pathos worker process running a call died before returning its result."""
 
@@ -206,6 +224,8 @@ class PathosBackend:
                 f"pathos pool must be one of {', '.join(map(repr, _KINDS))}, got {pool!r}"
             )
         check_max_workers(max_workers, origin="the pathos backend")
+        if pool == "process":
+            _refuse_in_daemon()
         self.max_workers = max_workers or os.cpu_count() or 1
         self.pool = pool
         # Threads share the caller's memory: nothing to pickle, nothing isolated.
