@@ -55,8 +55,10 @@ _LOKY_ROUNDS = threading.Lock()
 def _round_guard(local: bool) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext() if local else _LOKY_ROUNDS
 
-JoblibName = Literal["loky", "threading", "multiprocessing"]
-_NAMES = ("loky", "threading", "multiprocessing")
+#: The joblib backends this one can drive. joblib's "multiprocessing" is not among them (see
+#: JoblibBackend.__init__), so option errors never list it as accepted.
+JoblibName = Literal["loky", "threading"]
+_NAMES = ("loky", "threading")
 
 #: How long a park task sleeps on a process worker. Short: a call submitted while a worker
 #: parks waits about this long; long enough that an idle worker costs little CPU.
@@ -586,8 +588,8 @@ class JoblibBackend:
     """Runs calls with ``joblib.Parallel`` on one of joblib's backends, reusing its pool.
 
     Options: ``backend`` (``loky``, the default, a robust process pool that survives worker
-    crashes; ``threading``; or ``multiprocessing``, the stdlib pool), and ``max_workers``
-    (default: the CPU count).
+    crashes; or ``threading``; joblib's ``multiprocessing`` is refused with the reason), and
+    ``max_workers`` (default: the CPU count).
     """
 
     requires = ("joblib",)
@@ -598,7 +600,7 @@ class JoblibBackend:
     task_overhead = 2e-3
 
     def __init__(self, *, max_workers: int | None = None, backend: JoblibName = "loky") -> None:
-        if backend == "multiprocessing":
+        if backend == "multiprocessing":  # type: ignore[comparison-overlap]
             # joblib falls back to running inline when its multiprocessing backend is driven
             # from any thread but the main one, and it cannot stream results from it.
             raise ValueError(
