@@ -136,8 +136,18 @@ class LokyBackend:
             threading.Thread(target=self._send_all, args=(start,), daemon=True).start()
 
     def _send_all(self, calls: list[_Call]) -> None:
-        for call in calls:
-            self._send(call)
+        while calls:
+            call = calls.pop(0)
+            try:
+                self._send(call)
+            except BaseException as exc:  # no caller to raise to: settle the call with it
+                with self._lock:
+                    self._running.discard(call)
+                    if call is self._alone:
+                        self._alone = None
+                    calls += self._next_to_send()
+                with contextlib.suppress(InvalidStateError):
+                    call.set_exception(exc)
 
     def _next_to_send(self) -> list[_Call]:
         """The calls to hand to loky now (lock held): a suspect alone, or the held ones."""
