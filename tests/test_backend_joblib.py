@@ -53,6 +53,13 @@ def test_multiprocessing_backend_is_refused_with_the_reason() -> None:
         anyexec.get_executor("joblib", backend="multiprocessing")
 
 
+@pytest.mark.parametrize("spec", ["joblib?backend=dask", "joblib?backend=multiprocessing"])
+def test_the_accepted_joblib_backends_listed_are_the_ones_that_work(spec: str) -> None:
+    # The list in the error used to include 'multiprocessing', which is then refused.
+    with pytest.raises(ValueError, match=r"expected one of 'loky', 'threading'$"):
+        anyexec.get_executor(spec)
+
+
 def test_cancelled_submission_never_runs(tmp_path: os.PathLike[str]) -> None:
     from functools import partial
 

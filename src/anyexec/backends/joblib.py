@@ -52,15 +52,16 @@ log = logging.getLogger("anyexec")
 _LOKY_ROUNDS = threading.Lock()
 
 
-def _round_guard(local: bool) -> contextlib.AbstractContextManager[Any]:
-    return contextlib.nullcontext() if local else _LOKY_ROUNDS
-
-JoblibName = Literal["loky", "threading", "multiprocessing"]
-_NAMES = ("loky", "threading", "multiprocessing")
+#: The joblib backends this one can drive. joblib's "multiprocessing" is not among them (see
+#: JoblibBackend.__init__), so option errors never list it as accepted.
+JoblibName = Literal["loky", "threading"]
+_NAMES = ("loky", "threading")
 
 #: How long a park task sleeps on a process worker. Short: a call submitted while a worker
 #: parks waits about this long; long enough that an idle worker costs little CPU.
 _PARK_SECONDS = 0.002
+#: How long creating an executor waits for joblib's engine to start (see _start_engine).
+_START_SECONDS = 60.0
 #: Threads park on an event set by ``submit``, so they wake at once; this only bounds a wait.
 _THREAD_PARK_SECONDS = 0.05
 
@@ -138,6 +139,43 @@ class _ExitNoiseFilter(logging.Filter):
 
 _dispatchers: weakref.WeakSet[_Dispatcher] = weakref.WeakSet()
 _exit_filter_installed = False
+#: Every live dispatcher, for the exit hook.
+_live: weakref.WeakSet[_Dispatcher] = weakref.WeakSet()
+#: When the exit hook was registered: "created" (a dispatcher started), "loky" (after loky's).
+_exit_hooks: set[str] = set()
+
+
+def _finish_at_exit() -> None:
+    """Run every call already submitted before the interpreter exits (stdlib pools do too).
+
+    Registered with ``threading._register_atexit``, the hook ``concurrent.futures`` uses: it
+    runs when the main thread ends, while daemon threads (our dispatchers) still run.
+    Registered only after loky registered its own hook (at its first submission in this
+    process): such hooks run newest first, so ours runs while loky still accepts work. Once
+    loky's has run, loky refuses every new call and joblib could not dispatch the rest.
+    """
+    for dispatcher in list(_live):
+        dispatcher.close(cancel_queued=False)
+    for dispatcher in list(_live):
+        dispatcher.join()
+
+
+def _register_exit_hook(when: str) -> None:
+    """Register :func:`_finish_at_exit` once per ``when`` (running it twice is harmless)."""
+    if when in _exit_hooks:
+        return
+    _exit_hooks.add(when)
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        with contextlib.suppress(RuntimeError):  # the interpreter is exiting already
+            register(_finish_at_exit)
+
+
+def _refused_at_exit(exc: BaseException) -> bool:
+    """Whether a round failed because the engine refuses work while the interpreter exits."""
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "interpreter shutdown" in text or "atexit after shutdown" in text)
 
 
 def _install_exit_filter(dispatcher: _Dispatcher) -> None:
@@ -167,15 +205,20 @@ class _Round:
 
 
 class _Dispatcher:
-    """Feeds submitted calls to one long-lived ``joblib.Parallel`` from a dedicated thread."""
+    """Feeds submitted calls to one long-lived ``joblib.Parallel`` from a dedicated thread.
 
-    def __init__(self, name: JoblibName, max_workers: int) -> None:
-        self._name = name
-        self._local = name == "threading"
+    What differs between joblib's engines lives in the two subclasses: :class:`_ThreadRounds`
+    (joblib's thread pool) and :class:`_LokyRounds` (loky's process pool).
+    """
+
+    #: joblib's backend name.
+    name: JoblibName
+    #: Whether a ``with parallel`` block serves one round only (see ``_serve``).
+    one_round_per_pool = False
+
+    def __init__(self, max_workers: int) -> None:
         self._limit = max_workers
-        # joblib runs n_jobs=1 inline in the calling thread: a process backend would then not
-        # be isolated (os._exit would kill the caller). Use two workers and admit one call.
-        self._n_jobs = max_workers if self._local else max(2, max_workers)
+        self._n_jobs = self._pool_size(max_workers)
         self._queue: deque[_Job] = deque()
         # Calls aborted by another call's crash, already marked running: they go first.
         self._resubmitted: deque[_Job] = deque()
@@ -186,17 +229,16 @@ class _Dispatcher:
         self._stopping = False
         self._round: _Round | None = None
         self._tags = itertools.count()
-        self._pids: set[int] = set()
-        self._marks = "" if self._local else tempfile.mkdtemp(
-            prefix="anyexec-joblib-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-        # Also removed at interpreter exit if the executor was never shut down.
-        self._remove_marks = weakref.finalize(self, shutil.rmtree, self._marks, True) \
-            if self._marks else (lambda: None)
-        if not self._local:
-            _install_exit_filter(self)
-        self._thread = threading.Thread(target=self._serve, name=f"anyexec-joblib-{name}",
-                                        daemon=True)
+        _live.add(self)
+        # Threads need no ordering; loky dispatchers register again after loky's own hook.
+        _register_exit_hook("created")
+        self._thread = threading.Thread(target=self._serve,
+                                        name=f"anyexec-joblib-{self.name}", daemon=True)
+        self._ready = threading.Event()
         self._thread.start()
+        # Measured: 0.01-0.03 s when loky's workers already run, 0.2-0.6 s to start them.
+        if not self._ready.wait(_START_SECONDS):
+            log.debug("anyexec: joblib took over %s s to start; going on", _START_SECONDS)
 
     # -- caller side --
 
@@ -227,32 +269,91 @@ class _Dispatcher:
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
+    # -- what each engine decides --
+
+    def _pool_size(self, max_workers: int) -> int:
+        """joblib's ``n_jobs`` for ``max_workers``."""
+        return max_workers
+
+    def _guard(self) -> contextlib.AbstractContextManager[Any]:
+        """Held while a round runs."""
+        return contextlib.nullcontext()
+
+    def _engine_started(self) -> None:
+        """Called once joblib's engine ran its first (empty) round."""
+
+    def _park_task(self) -> Any:
+        """What ``feed`` yields while calls run and none waits (keeps the round open)."""
+        raise NotImplementedError
+
+    def _task(self, current: _Round, tag: int, job: _Job) -> Any:
+        """The joblib task that runs ``job``."""
+        raise NotImplementedError
+
+    def _returned(self, current: _Round, item: Any) -> None:
+        """One output of the round arrived."""
+
+    def _next_job(self, current: _Round) -> _Job | None:
+        """Pop the next call to hand to joblib; None if none may start now (lock held)."""
+        return self._queue.popleft() if self._queue else None
+
+    def _waiting_again(self) -> list[deque[_Job]]:
+        """Queues of calls to run again, not yet handed to joblib (lock held)."""
+        return [self._resubmitted]
+
+    def _after_crash(self, lost: list[tuple[int, _Job]], crash: BaseException) -> None:
+        """The round broke (an engine failure) with ``lost`` calls unsettled: fail them."""
+        for _tag, job in lost:
+            _fail(job.future, crash)
+
     def worker_pids(self) -> set[int]:
-        """Workers seen in results, and those running a call now (from its marker file)."""
-        with self._lock:
-            pids = set(self._pids)
-        with contextlib.suppress(OSError):
-            for name in os.listdir(self._marks):
-                with contextlib.suppress(ValueError):
-                    pids.add(int(name.partition(".")[2]))
-        return pids
+        """The worker processes that ran or run this dispatcher's calls."""
+        return set()
+
+    def _cleanup(self) -> None:
+        """The dispatcher thread ends."""
 
     # -- dispatcher thread --
 
     def _wait_for_work(self) -> bool:
         """Block until a call is queued; False once closed with nothing left to run."""
         with self._work:
-            while not self._queue and not self._resubmitted and not self._closing:
+            while not self._leftovers() and not self._closing:
                 self._work.wait()
-            return bool(self._queue or self._resubmitted) and not self._stopping
+            return self._leftovers() and not self._stopping
 
-    def _serve(self) -> None:
-        from joblib import Parallel
+    def _leftovers(self) -> bool:
+        """Whether calls wait to be handed to joblib (lock held)."""
+        return bool(self._queue) or any(self._waiting_again())
 
+    def _start_engine(self) -> Parallel:
+        """Import joblib and run one empty round, so the engine runs before any call.
+
+        Both must happen before the interpreter starts to exit: from then on importing
+        ``concurrent.futures.process`` (which joblib's loky does) and starting loky's executor
+        raise ("can't register atexit after shutdown"), so a call submitted just before the
+        script ends could never run. The caller waits for this in ``__init__``.
+        """
         try:
-            parallel = Parallel(n_jobs=self._n_jobs, backend=self._name,
+            from joblib import Parallel, delayed
+
+            parallel = Parallel(n_jobs=self._n_jobs, backend=self.name,
                                 return_as="generator_unordered", batch_size=1,
                                 pre_dispatch="n_jobs")
+            try:
+                with self._guard(), parallel:
+                    for _ in parallel([delayed(_park)(0.0)]):
+                        pass
+            except Exception as exc:  # the first real round will meet it again
+                log.debug("anyexec: joblib's first round failed (%r)", exc)
+            self._engine_started()
+            return parallel
+        finally:
+            self._ready.set()
+
+    def _serve(self) -> None:
+        try:
+            parallel = self._start_engine()
         except BaseException as exc:
             # joblib refused (a broken installation): say so through every call instead.
             while self._wait_for_work():
@@ -260,61 +361,36 @@ class _Dispatcher:
             return
         while self._wait_for_work():
             try:
-                # Threads: one pool for the executor's lifetime. loky: enter per burst of work,
-                # so each round picks up loky's current reusable executor, which is shared by
-                # every loky user in this process and replaced when any of them loses a worker.
-                with _round_guard(self._local), parallel:
+                with self._guard(), parallel:
                     while self._wait_for_work():
                         self._run_round(parallel)
-                        if not self._local:
+                        if self.one_round_per_pool:
                             break
             except Exception as exc:
+                if _refused_at_exit(exc):
+                    # Nothing can run any more: fail what is left rather than start rounds
+                    # that the engine refuses, over and over.
+                    self._fail_leftovers(RuntimeError(
+                        "the interpreter began to exit before joblib ran this call, and "
+                        f"joblib's engine no longer accepts work ({exc})"))
+                    break
                 # The round's calls already carry the exception; joblib aborted its executor
                 # and the next round starts on a fresh one.
                 log.debug("anyexec: joblib round failed, restarting the pool (%r)", exc)
         # Calls still queued when stopped (terminate) never run.
         self.close(cancel_queued=True)
+        self._fail_leftovers(RuntimeError("the executor was stopped before this call ran"))
+        self._cleanup()
+
+    def _fail_leftovers(self, exc: BaseException) -> None:
+        """Fail every call not yet handed to joblib, the ones to run again included."""
         with self._lock:
-            orphans = list(self._resubmitted)
-            self._resubmitted.clear()
-        for job in orphans:
-            _fail(job.future, RuntimeError("the executor was stopped before this call ran"))
-        self._remove_marks()
-
-    def _after_crash(self, lost: list[tuple[int, _Job]], crash: BaseException) -> None:
-        """Fail the calls that were running when the pool broke; run the others again.
-
-        loky kills every worker when one dies, so liveness cannot tell the culprit from the
-        calls running beside it: all of them fail (as with the stdlib's BrokenProcessPool),
-        the most recently started first, as a crash usually follows its call's start closely.
-        Calls that had not started, or had finished but whose result joblib dropped when it
-        aborted, are run again.
-        """
-        running: list[tuple[int, _Job]] = []
-        requeue: list[_Job] = []
-        for job_tag, job in lost:
-            if self._running_pid(job_tag) is not None or self._stopping:
-                running.append((job_tag, job))
-            else:
-                requeue.append(job)
-        for _tag, job in sorted(running, key=lambda pair: -pair[0]):
-            _fail(job.future, crash)
-        if requeue:
-            log.debug("anyexec: running %d call(s) again after a joblib worker crash",
-                      len(requeue))
-            with self._work:
-                self._resubmitted.extend(requeue)
-                self._work.notify()
-
-    def _running_pid(self, tag: int) -> int | None:
-        with contextlib.suppress(OSError):
-            for name in os.listdir(self._marks):
-                head, _, pid = name.partition(".")
-                if head == str(tag):
-                    with contextlib.suppress(OSError):
-                        os.unlink(os.path.join(self._marks, name))
-                    return int(pid)
-        return None
+            again = [job for waiting in self._waiting_again() for job in waiting]
+            for waiting in self._waiting_again():
+                waiting.clear()
+        for job in again:
+            _fail(job.future, exc)
+        self._fail_queued(exc)
 
     def _fail_queued(self, exc: BaseException) -> None:
         with self._lock:
@@ -330,8 +406,7 @@ class _Dispatcher:
             self._round = current
         try:
             for item in parallel(self._feed(current)):
-                if item is not None:
-                    self._settle(current, *item)
+                self._returned(current, item)
         except BaseException as exc:
             with self._lock:
                 current.closed = True
@@ -345,11 +420,7 @@ class _Dispatcher:
 
     def _feed(self, current: _Round) -> Iterator[Any]:
         """The round's input. Runs in joblib's callback thread under joblib's lock: no waits."""
-        from joblib import delayed
-
-        call_remote, call_local = delayed(_call_remote), delayed(self._call_local)
-        park = delayed(_park_local)(self._wake, _THREAD_PARK_SECONDS) if self._local else \
-            delayed(_park)(_PARK_SECONDS)
+        park = self._park_task()
         while True:
             with self._lock:
                 if current.closed or self._stopping:
@@ -364,28 +435,24 @@ class _Dispatcher:
             else:
                 tag = next(self._tags)
                 current.jobs[tag] = job
-                if self._local:
-                    yield call_local(current, tag, job)
-                else:
-                    yield call_remote(tag, self._marks, job.fn, job.args, job.kwargs)
+                yield self._task(current, tag, job)
 
-    def _next_job(self, current: _Round) -> _Job | None:
-        """Pop the next call that was not cancelled; None if none may start now (lock held)."""
-        if self._local:
-            return self._queue.popleft() if self._queue else None
-        # joblib's pool already bounds how many calls run; counting our handed-over calls too
-        # would idle workers until joblib's 10 ms result loop reports them settled. Count only
-        # when the pool is larger than max_workers (max_workers=1 on a process pool).
-        room = self._n_jobs == self._limit or len(current.jobs) < self._limit
-        if self._resubmitted and room:
-            return self._resubmitted.popleft()
-        while self._queue and room:
-            room = self._n_jobs == self._limit or len(current.jobs) + 1 < self._limit
-            job = self._queue.popleft()
-            # Handed to joblib from now on, so it can no longer be cancelled.
-            if job.future.set_running_or_notify_cancel():
-                return job
-        return None
+
+class _ThreadRounds(_Dispatcher):
+    """joblib's ``threading`` backend: calls run in joblib's threads, in this process."""
+
+    name: JoblibName = "threading"
+
+    def _park_task(self) -> Any:
+        from joblib import delayed
+
+        # Threads park on an event that submit() sets, so a new call starts at once.
+        return delayed(_park_local)(self._wake, _THREAD_PARK_SECONDS)
+
+    def _task(self, current: _Round, tag: int, job: _Job) -> Any:
+        from joblib import delayed
+
+        return delayed(self._call_local)(current, tag, job)
 
     def _call_local(self, current: _Round, tag: int, job: _Job) -> None:
         """Run one call in a joblib thread and settle its future directly (no pickling)."""
@@ -403,9 +470,141 @@ class _Dispatcher:
             with self._lock:
                 current.jobs.pop(tag, None)
 
+
+class _LokyRounds(_Dispatcher):
+    """joblib's ``loky`` backend: calls run in loky's reusable process pool.
+
+    Each round enters the ``Parallel`` anew, so that it picks up loky's current reusable
+    executor, which is shared by every loky user in this process and replaced when any of
+    them loses a worker.
+    """
+
+    name: JoblibName = "loky"
+    one_round_per_pool = True
+
+    def __init__(self, max_workers: int) -> None:
+        self._pids: set[int] = set()
+        self._marks = tempfile.mkdtemp(
+            prefix="anyexec-joblib-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        # Also removed at interpreter exit if the executor was never shut down.
+        self._remove_marks = weakref.finalize(self, shutil.rmtree, self._marks, True)
+        # Calls that were running when a worker died: each runs again alone (_after_crash).
+        self._suspects: deque[_Job] = deque()
+        self._alone: _Job | None = None  # the suspect now running with nothing beside it
+        super().__init__(max_workers)
+        _install_exit_filter(self)
+
+    def _pool_size(self, max_workers: int) -> int:
+        # joblib runs n_jobs=1 inline in the calling thread: calls would then not be isolated
+        # (os._exit would kill the caller). Use two workers and admit one call.
+        return max(2, max_workers)
+
+    def _guard(self) -> contextlib.AbstractContextManager[Any]:
+        return _LOKY_ROUNDS
+
+    def _engine_started(self) -> None:
+        # loky registered its exit hook when it started: ours now runs before it.
+        _register_exit_hook("loky")
+
+    def _park_task(self) -> Any:
+        from joblib import delayed
+
+        return delayed(_park)(_PARK_SECONDS)
+
+    def _task(self, current: _Round, tag: int, job: _Job) -> Any:
+        from joblib import delayed
+
+        return delayed(_call_remote)(tag, self._marks, job.fn, job.args, job.kwargs)
+
+    def _returned(self, current: _Round, item: Any) -> None:
+        if item is not None:  # None: a park task
+            self._settle(current, *item)
+
+    def _waiting_again(self) -> list[deque[_Job]]:
+        return [self._resubmitted, self._suspects]
+
+    def _cleanup(self) -> None:
+        self._remove_marks()
+
+    def worker_pids(self) -> set[int]:
+        """Workers seen in results, and those running a call now (from its marker file)."""
+        with self._lock:
+            pids = set(self._pids)
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self._marks):
+                with contextlib.suppress(ValueError):
+                    pids.add(int(name.partition(".")[2]))
+        return pids
+
+    def _next_job(self, current: _Round) -> _Job | None:
+        if self._alone is not None:
+            return None  # a suspect runs alone: start nothing beside it
+        if self._suspects:
+            if current.jobs:
+                return None  # let the calls still running finish first
+            self._alone = self._suspects.popleft()
+            return self._alone
+        # joblib's pool already bounds how many calls run; counting our handed-over calls too
+        # would idle workers until joblib's 10 ms result loop reports them settled. Count only
+        # when the pool is larger than max_workers (max_workers=1 on a process pool).
+        room = self._n_jobs == self._limit or len(current.jobs) < self._limit
+        if self._resubmitted and room:
+            return self._resubmitted.popleft()
+        while self._queue and room:
+            room = self._n_jobs == self._limit or len(current.jobs) + 1 < self._limit
+            job = self._queue.popleft()
+            # Handed to joblib from now on, so it can no longer be cancelled.
+            if job.future.set_running_or_notify_cancel():
+                return job
+        return None
+
+    def _after_crash(self, lost: list[tuple[int, _Job]], crash: BaseException) -> None:
+        """Fail only the call whose worker died; run every other lost call again.
+
+        loky kills every worker when one dies, so liveness cannot tell the culprit from the
+        calls running beside it (marker files only say which calls were running). Those are
+        suspects: each runs again alone on a fresh pool, nothing beside it, and fails only if
+        its worker dies again then. Calls that had not started, or had finished but whose
+        result joblib dropped when it aborted, are run again at once.
+        """
+        culprits: list[_Job] = []
+        suspects: list[_Job] = []
+        requeue: list[_Job] = []
+        with self._lock:
+            alone, self._alone = self._alone, None
+        for job_tag, job in lost:
+            started = self._running_pid(job_tag) is not None
+            if job is alone or self._stopping:
+                culprits.append(job)  # it ran alone, so its own worker died
+            elif started:
+                suspects.append(job)
+            else:
+                requeue.append(job)
+        for job in culprits:
+            _fail(job.future, crash)
+        if suspects or requeue:
+            log.debug("anyexec: running %d call(s) again after a joblib worker crash, %d of "
+                      "them alone", len(suspects) + len(requeue), len(suspects))
+            with self._work:
+                self._suspects.extend(suspects)
+                self._resubmitted.extend(requeue)
+                self._work.notify()
+
+    def _running_pid(self, tag: int) -> int | None:
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self._marks):
+                head, _, pid = name.partition(".")
+                if head == str(tag):
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(self._marks, name))
+                    return int(pid)
+        return None
+
     def _settle(self, current: _Round, tag: int, data: bytes) -> None:
         with self._lock:
             job = current.jobs.pop(tag, None)
+            if job is not None and job is self._alone:
+                self._alone = None  # it ran alone and came back: innocent
         if job is None:
             return
         try:
@@ -476,8 +675,8 @@ class JoblibBackend:
     """Runs calls with ``joblib.Parallel`` on one of joblib's backends, reusing its pool.
 
     Options: ``backend`` (``loky``, the default, a robust process pool that survives worker
-    crashes; ``threading``; or ``multiprocessing``, the stdlib pool), and ``max_workers``
-    (default: the CPU count).
+    crashes; or ``threading``; joblib's ``multiprocessing`` is refused with the reason), and
+    ``max_workers`` (default: the CPU count).
     """
 
     requires = ("joblib",)
@@ -488,7 +687,7 @@ class JoblibBackend:
     task_overhead = 2e-3
 
     def __init__(self, *, max_workers: int | None = None, backend: JoblibName = "loky") -> None:
-        if backend == "multiprocessing":
+        if backend == "multiprocessing":  # type: ignore[comparison-overlap]
             # joblib falls back to running inline when its multiprocessing backend is driven
             # from any thread but the main one, and it cannot stream results from it.
             raise ValueError(
@@ -514,7 +713,8 @@ class JoblibBackend:
                 # reused, but more processes than max_workers, which the kit cannot tell apart.
                 capabilities.add("reuses_workers")
             self.capabilities = frozenset(capabilities)
-        self._dispatcher = _Dispatcher(backend, self.max_workers)
+        engine = _LokyRounds if backend == "loky" else _ThreadRounds
+        self._dispatcher: _Dispatcher = engine(self.max_workers)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         return self._dispatcher.submit(fn, args, kwargs)

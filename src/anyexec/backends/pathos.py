@@ -64,6 +64,49 @@ _RETIRE_SECONDS = 3.0
 _reports: Any = None
 
 
+#: Every live backend, for the exit hook.
+_live: weakref.WeakSet[PathosBackend] = weakref.WeakSet()
+_exit_hook_registered = False
+
+
+def _finish_at_exit() -> None:
+    """Run every call already submitted before the interpreter exits (stdlib pools do too).
+
+    Registered with ``threading._register_atexit``, the hook ``concurrent.futures`` uses: it
+    runs when the main thread ends, while our daemon slot threads still run.
+    """
+    for backend in list(_live):
+        backend.shutdown(wait=True)
+
+
+def _register_exit_hook() -> None:
+    global _exit_hook_registered
+    register = getattr(threading, "_register_atexit", None)
+    if _exit_hook_registered or register is None:
+        return
+    _exit_hook_registered = True
+    with contextlib.suppress(RuntimeError):  # the interpreter is exiting already
+        register(_finish_at_exit)
+
+
+def _refuse_in_daemon() -> None:
+    """Refuse a process pool where one cannot start: in a daemonic process (a pool's worker).
+
+    multiprocess would fail later, in a slot thread, with a bare AssertionError that anyexec
+    could only report as a crashed worker.
+    """
+    import multiprocess
+
+    if multiprocess.current_process().daemon:
+        raise RuntimeError(
+            "cannot start a pathos process pool here: this code runs in a daemonic worker "
+            "process (a task of a pathos or multiprocessing pool), and daemonic processes are "
+            "not allowed to have children. Inside a task, use get_executor() without a name "
+            "(it picks 'serial' there), 'serial' or 'threads'; or run the outer map on a "
+            "backend whose workers may start processes ('processes', 'joblib', 'loky')."
+        )
+
+
 class WorkerLostError(RuntimeError):
     """The pathos worker process running a call died before returning its result."""
 
@@ -163,6 +206,138 @@ class _Job:
     kwargs: dict[str, Any]
 
 
+class _Kind:
+    """What differs between pathos' pool kinds: how a pool starts, runs a call, shows death."""
+
+    #: Calls cross a process boundary (pickled), per the core's ``pickles`` attribute.
+    pickles = True
+    task_overhead = 3e-4
+    capabilities: frozenset[str] = frozenset()
+
+    def new_generation(self, nodes: int, pool_id: str) -> _Generation:
+        raise NotImplementedError
+
+    def send(self, gen: _Generation, token: int, job: _Job) -> Any:
+        """Hand the call to the pool; return pathos' async result."""
+        raise NotImplementedError
+
+    def get(self, result: Any) -> Any:
+        """The call's outcome, waiting at most ``_POLL_SECONDS``; ``PoolTimeout`` if not yet."""
+        return result.get(_POLL_SECONDS)
+
+    def decode(self, data: Any) -> tuple[bool, Any]:
+        return pickle.loads(data)  # type: ignore[no-any-return]
+
+    def dead_workers(self, gen: _Generation, token: int) -> set[int] | None:
+        """The pool's workers found dead (lock held); None if this kind cannot tell."""
+        return None
+
+    def close(self) -> None:
+        """The backend is done with this kind for good."""
+
+
+class _ProcessKind(_Kind):
+    """``ProcessPool`` (multiprocess): workers report their PID and each call they start."""
+
+    capabilities = frozenset({"isolated", "recovers_from_worker_death", "interrupts_tasks",
+                              "reuses_workers"})  # calls run in the workers' main thread
+
+    def __init__(self) -> None:
+        _refuse_in_daemon()
+
+    def new_generation(self, nodes: int, pool_id: str) -> _Generation:
+        import multiprocess
+        from pathos.pools import ProcessPool
+
+        reports = multiprocess.get_context().SimpleQueue()
+        return _Generation(ProcessPool(nodes=nodes, id=pool_id, initializer=_init_worker,
+                                       initargs=(reports,)), reports)
+
+    def send(self, gen: _Generation, token: int, job: _Job) -> Any:
+        return gen.pool.apipe(_tracked, token, job.fn, job.args, job.kwargs)
+
+    def dead_workers(self, gen: _Generation, token: int) -> set[int] | None:
+        gen.drain()
+        return {pid for pid in gen.pids if not alive(pid)}
+
+
+class _ThreadKind(_Kind):
+    """``ThreadPool``: calls run in threads of this process; nothing pickled, no deaths."""
+
+    pickles = False  # threads share the caller's memory: nothing to pickle, nothing isolated
+    task_overhead = 1e-4
+
+    def new_generation(self, nodes: int, pool_id: str) -> _Generation:
+        from pathos.pools import ThreadPool
+
+        return _Generation(ThreadPool(nodes=nodes, id=pool_id))
+
+    def send(self, gen: _Generation, token: int, job: _Job) -> Any:
+        return gen.pool.apipe(_run_local, job.fn, job.args, job.kwargs)
+
+    def decode(self, data: Any) -> tuple[bool, Any]:
+        return data  # type: ignore[no-any-return]
+
+
+class _ParallelKind(_Kind):
+    """``ParallelPool`` (pp): no worker initializer, so a marker file names each call's worker."""
+
+    capabilities = frozenset({"isolated", "recovers_from_worker_death", "interrupts_tasks"})
+    task_overhead = 2e-3
+
+    def __init__(self) -> None:
+        self.marks = tempfile.mkdtemp(
+            prefix="anyexec-pathos-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        # Also removed at interpreter exit if the executor was never shut down.
+        self._remove_marks = weakref.finalize(self, shutil.rmtree, self.marks, True)
+
+    def new_generation(self, nodes: int, pool_id: str) -> _Generation:
+        from pathos.pools import ParallelPool
+
+        return _Generation(ParallelPool(nodes=nodes, id=pool_id))
+
+    def send(self, gen: _Generation, token: int, job: _Job) -> Any:
+        import dill  # type: ignore[import-untyped, unused-ignore]
+
+        call = dill.dumps((job.fn, job.args, job.kwargs))
+        return gen.pool.apipe(_pp_task, call, os.path.join(self.marks, str(token)))
+
+    def get(self, result: Any) -> Any:
+        from multiprocess import TimeoutError as PoolTimeout
+
+        # pp's get(timeout) ignores its timeout and blocks: poll ready(), backing off.
+        pause, waited = 0.0005, 0.0
+        while not result.ready() and waited < _POLL_SECONDS:
+            time.sleep(pause)
+            waited += pause
+            pause = min(2 * pause, 0.004)
+        if not result.ready():
+            raise PoolTimeout
+        return result.get()
+
+    def dead_workers(self, gen: _Generation, token: int) -> set[int] | None:
+        pid = self._marked_pid(token)
+        if pid is None:
+            return set()
+        gen.started[token] = pid
+        return set() if alive(pid) else {pid}
+
+    def _marked_pid(self, token: int) -> int | None:
+        prefix = f"{token}."
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.marks):
+                if name.startswith(prefix):
+                    return int(name[len(prefix):])
+        return None
+
+    def close(self) -> None:
+        self._remove_marks()
+
+
+_KIND_CLASSES: dict[str, type[_Kind]] = {
+    "process": _ProcessKind, "thread": _ThreadKind, "parallel": _ParallelKind}
+
+
 class PathosBackend:
     """Runs calls on a pathos pool owned by the executor.
 
@@ -181,21 +356,16 @@ class PathosBackend:
                 f"pathos pool must be one of {', '.join(map(repr, _KINDS))}, got {pool!r}"
             )
         check_max_workers(max_workers, origin="the pathos backend")
+        self._kind = _KIND_CLASSES[pool]()
         self.max_workers = max_workers or os.cpu_count() or 1
         self.pool = pool
-        # Threads share the caller's memory: nothing to pickle, nothing isolated.
-        self.pickles = pool != "thread"
-        self.task_overhead = {"process": 3e-4, "thread": 1e-4, "parallel": 2e-3}[pool]
-        self.capabilities: frozenset[str] = frozenset()
-        if pool == "process":
-            # multiprocess runs each call in the main thread of its worker process.
-            self.capabilities = frozenset({"isolated", "recovers_from_worker_death",
-                                           "interrupts_tasks", "reuses_workers"})
-        elif pool == "parallel":
-            # ppft runs each call in the main thread of its worker process too.
-            self.capabilities = frozenset({"isolated", "recovers_from_worker_death",
-                                           "interrupts_tasks"})
+        self.pickles = self._kind.pickles
+        self.task_overhead = self._kind.task_overhead
+        self.capabilities = self._kind.capabilities
         self._id = f"anyexec-{uuid.uuid4().hex}"
+        # A process pool forks its workers: they inherit this object and the exit hooks, and
+        # a copy must never touch the pool, which belongs to the process that created it.
+        self._owner = os.getpid()
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._queue: deque[_Job] = deque()
@@ -205,34 +375,15 @@ class PathosBackend:
         self._tokens = itertools.count()
         self._generations = itertools.count()
         self._slots: list[threading.Thread] = []
-        self._marks = ""
-        if pool == "parallel":
-            self._marks = tempfile.mkdtemp(
-                prefix="anyexec-pathos-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-        # Also removed at interpreter exit if the executor was never shut down.
-        self._remove_marks = weakref.finalize(self, shutil.rmtree, self._marks, True) \
-            if self._marks else (lambda: None)
+        _live.add(self)
+        _register_exit_hook()
 
     # -- pool management --
 
     def _new_generation(self) -> _Generation:
         # A fresh id per pool: pathos would hand back the broken pool under the old one.
         pool_id = f"{self._id}-{next(self._generations)}"
-        if self.pool == "process":
-            import multiprocess
-            from pathos.pools import ProcessPool
-
-            reports = multiprocess.get_context().SimpleQueue()
-            return _Generation(ProcessPool(nodes=self.max_workers, id=pool_id,
-                                           initializer=_init_worker, initargs=(reports,)),
-                               reports)
-        if self.pool == "thread":
-            from pathos.pools import ThreadPool
-
-            return _Generation(ThreadPool(nodes=self.max_workers, id=pool_id))
-        from pathos.pools import ParallelPool
-
-        return _Generation(ParallelPool(nodes=self.max_workers, id=pool_id))
+        return self._kind.new_generation(self.max_workers, pool_id)
 
     def _current(self) -> _Generation:
         """The live pool, created on first use (lock held)."""
@@ -244,16 +395,7 @@ class PathosBackend:
         """Mark ``gen`` broken and replace it if one of its workers died (lock held)."""
         if gen.broken:
             return
-        if gen.reports is not None:
-            gen.drain()
-            dead = {pid for pid in gen.pids if not alive(pid)}
-        elif self._marks:
-            pid = self._marked_pid(token)
-            if pid is not None:
-                gen.started[token] = pid
-            dead = {pid} if pid is not None and not alive(pid) else set()
-        else:
-            return
+        dead = self._kind.dead_workers(gen, token)
         if not dead:
             return
         gen.broken, gen.dead = True, dead
@@ -263,14 +405,6 @@ class PathosBackend:
         # Terminate off the lock's critical path: the old pool's handler threads may take a
         # moment, and its calls on live workers are run again on the next pool.
         threading.Thread(target=_retire, args=(gen,), daemon=True).start()
-
-    def _marked_pid(self, token: int) -> int | None:
-        prefix = f"{token}."
-        with contextlib.suppress(OSError):
-            for name in os.listdir(self._marks):
-                if name.startswith(prefix):
-                    return int(name[len(prefix):])
-        return None
 
     # -- slots --
 
@@ -333,34 +467,14 @@ class PathosBackend:
         """One try on ``gen``: the outcome, or None if the pool broke under an innocent call."""
         from multiprocess import TimeoutError as PoolTimeout
 
-        if self.pool == "process":
-            result = gen.pool.apipe(_tracked, token, job.fn, job.args, job.kwargs)
-        elif self.pool == "thread":
-            result = gen.pool.apipe(_run_local, job.fn, job.args, job.kwargs)
-        else:
-            import dill  # type: ignore[import-untyped, unused-ignore]
-
-            call = dill.dumps((job.fn, job.args, job.kwargs))
-            result = gen.pool.apipe(_pp_task, call, os.path.join(self._marks, str(token)))
-        pause = 0.0005
+        result = self._kind.send(gen, token, job)
         while True:
             try:
-                if self.pool == "parallel":
-                    # pp's get(timeout) ignores its timeout and blocks: poll ready().
-                    waited = 0.0
-                    while not result.ready() and waited < _POLL_SECONDS:
-                        time.sleep(pause)
-                        waited += pause
-                        pause = min(2 * pause, 0.004)
-                    if not result.ready():
-                        raise PoolTimeout
-                data = result.get(_POLL_SECONDS)
+                data = self._kind.get(result)
             except (TimeoutError, PoolTimeout):
                 pass
             else:
-                if self.pool == "thread":
-                    return data  # type: ignore[no-any-return]
-                return pickle.loads(data)  # type: ignore[no-any-return]
+                return self._kind.decode(data)
             with self._lock:
                 self._check_health(gen, token)
                 if not gen.broken:
@@ -391,6 +505,8 @@ class PathosBackend:
 
     def terminate(self) -> None:
         """Stop now: cancel queued calls, kill the workers running calls, drop the pool."""
+        if os.getpid() != self._owner:
+            return
         with self._work:
             self._stopping = True
             gen, self._generation = self._generation, None
@@ -417,6 +533,12 @@ class PathosBackend:
             kill(left)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop taking calls; with ``wait``, return once every call submitted has finished.
+
+        Callable again after ``shutdown(wait=False)``, to wait for the calls still running.
+        """
+        if os.getpid() != self._owner:
+            return  # a forked worker's copy: the pool is not ours to close
         with self._work:
             self._closing = True
             self._work.notify_all()
@@ -441,7 +563,7 @@ class PathosBackend:
         elif gen is not None:
             # A dead worker may hold the pool's queue lock: close()/join() could wait forever.
             threading.Thread(target=_retire, args=(gen,), daemon=True).start()
-        self._remove_marks()
+        self._kind.close()
 
     def _cancel_queued(self) -> None:
         with self._lock:
