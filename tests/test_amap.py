@@ -1,0 +1,277 @@
+"""``Executor.amap``: map's semantics for ``async for`` on real backends."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import traceback
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import anyexec
+from anyexec.testing import tasks
+
+BACKENDS = ["serial", "threads", "processes", "dask"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def ex(request: pytest.FixtureRequest) -> Iterator[anyexec.Executor]:
+    executor = anyexec.get_executor(request.param, max_workers=2)
+    yield executor
+    executor.shutdown(wait=True)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+async def collect(iterator: AsyncIterator[Any]) -> list[Any]:
+    return [value async for value in iterator]
+
+
+async def numbers(n: int, pulled: list[int] | None = None) -> AsyncIterator[int]:
+    for i in range(n):
+        await asyncio.sleep(0)
+        if pulled is not None:
+            pulled[0] = i + 1
+        yield i
+
+
+def pump_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "anyexec-amap"]
+
+
+def wait_for_no_pump_thread(seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while pump_threads() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not pump_threads(), "the amap thread outlived its consumer"
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+def test_results_come_in_input_order(ex: anyexec.Executor) -> None:
+    assert run(collect(ex.amap(tasks.square, range(50)))) == [i * i for i in range(50)]
+
+
+def test_unordered_results_are_every_result(ex: anyexec.Executor) -> None:
+    got = run(collect(ex.amap(tasks.reverse_sleep, range(6), ordered=False)))
+    assert sorted(got) == list(range(6))
+
+
+def test_async_and_sync_inputs_are_zipped_like_map(ex: anyexec.Executor) -> None:
+    got = run(collect(ex.amap(tasks.add, numbers(5), range(100))))
+    assert got == [0, 2, 4, 6, 8]
+
+
+def test_endless_async_input_works_and_closing_stops_the_thread(ex: anyexec.Executor) -> None:
+    async def first_ten() -> list[int]:
+        out = []
+        iterator = ex.amap(tasks.square, numbers(10**9))
+        async for value in iterator:
+            out.append(value)
+            if len(out) == 10:
+                break
+        await iterator.aclose()  # type: ignore[attr-defined]
+        return out
+
+    assert run(first_ten()) == [i * i for i in range(10)]
+    wait_for_no_pump_thread()
+
+
+def test_a_stalled_consumer_stops_pulling_async_input(ex: anyexec.Executor) -> None:
+    pulled = [0]
+
+    async def main() -> None:
+        iterator = ex.amap(tasks.square, numbers(10**9, pulled), chunksize=1, buffersize=8)
+        assert await iterator.__anext__() == 0
+        await asyncio.sleep(0.3)
+        await iterator.aclose()  # type: ignore[attr-defined]
+
+    run(main())
+    # buffersize items in flight, the one consumed, and one chunk handed ahead to the loop.
+    assert pulled[0] <= 1 + 8 + 1
+    wait_for_no_pump_thread()
+
+
+def test_the_first_error_is_the_task_exception_with_a_note_naming_the_item(
+        ex: anyexec.Executor) -> None:
+    with pytest.raises(ValueError, match="item 3 is bad") as info:
+        run(collect(ex.amap(tasks.fail_on, range(6))))
+    assert any("item 3" in note for note in getattr(info.value, "__notes__", []))
+    # The worker's own frame is shown (as a RemoteTraceback cause, or tblib's traceback).
+    text = "".join(traceback.format_exception(info.value))
+    assert 'raise ValueError(f"item {x} is bad")' in text
+    wait_for_no_pump_thread()
+
+
+def test_on_error_return_puts_the_exception_in_place(ex: anyexec.Executor) -> None:
+    got = run(collect(ex.amap(tasks.fail_on, range(6), on_error="return")))
+    assert got[:3] == [0, 1, 2]
+    assert got[4:] == [4, 5]
+    assert isinstance(got[3], ValueError)
+
+
+def test_retries_rerun_only_the_failed_items(ex: anyexec.Executor, tmp_path: Path) -> None:
+    fn = partial(tasks.fail_first_time, folder=str(tmp_path))
+    assert run(collect(ex.amap(fn, range(4), retries=1))) == [0, 1, 2, 3]
+
+
+# -- the event loop ------------------------------------------------------------------------
+
+
+def test_waiting_for_workers_never_blocks_the_event_loop() -> None:
+    with anyexec.get_executor("threads", max_workers=2) as ex:
+        ticks = [0]
+
+        async def ticker() -> None:
+            while True:
+                ticks[0] += 1
+                await asyncio.sleep(0.01)
+
+        async def main() -> list[int]:
+            task = asyncio.create_task(ticker())
+            fn = partial(tasks.sleep_then_return, seconds=0.5)
+            out = await collect(ex.amap(fn, range(2)))
+            task.cancel()
+            return out
+
+        assert run(main()) == [0, 1]
+    # 0.5 s of waiting at 10 ms a tick; a blocked loop would tick once or twice.
+    assert ticks[0] >= 10
+
+
+def test_a_slow_sync_input_does_not_block_the_event_loop() -> None:
+    def slow_input() -> Iterator[int]:
+        for i in range(3):
+            time.sleep(0.2)
+            yield i
+
+    with anyexec.get_executor("threads", max_workers=2) as ex:
+        ticks = [0]
+
+        async def main() -> list[int]:
+            async def ticker() -> None:
+                while True:
+                    ticks[0] += 1
+                    await asyncio.sleep(0.01)
+
+            task = asyncio.create_task(ticker())
+            out = await collect(ex.amap(tasks.square, slow_input()))
+            task.cancel()
+            return out
+
+        assert run(main()) == [0, 1, 4]
+    assert ticks[0] >= 10
+
+
+# -- cancellation --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+@pytest.mark.parametrize("how", ["cancel-task", "aclose"])
+def test_a_stopped_consumer_cancels_every_task_not_yet_started(
+        backend: str, how: str, tmp_path: Path) -> None:
+    fn = partial(tasks.record_and_sleep, folder=str(tmp_path), seconds=0.5)
+    with anyexec.get_executor(backend, max_workers=2) as ex:
+
+        async def consume() -> None:
+            iterator = ex.amap(fn, range(100), chunksize=1)
+            try:
+                async for _ in iterator:
+                    pass
+            finally:
+                if how == "aclose":
+                    await iterator.aclose()  # type: ignore[attr-defined]
+
+        async def main() -> None:
+            task = asyncio.create_task(consume())
+            while len(list(tmp_path.iterdir())) < 2:  # both workers busy
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        run(main())
+        wait_for_no_pump_thread()
+        # Two task lengths: what the workers had already taken has started by now.
+        time.sleep(1.0)
+        started = len(list(tmp_path.iterdir()))
+        time.sleep(0.7)  # anything still queued would start in this time
+        assert len(list(tmp_path.iterdir())) == started
+    # The two running at cancellation, plus what the engine had already taken off the futures
+    # (one task finishing at that moment on threads; ProcessPoolExecutor's call queue of
+    # max_workers + 1 on processes), exactly as when a map iterator is closed; never the rest
+    # of the window (100 items).
+    assert started <= (3 if backend == "threads" else 5)
+
+
+def test_an_iterator_dropped_unfinished_stops_its_thread() -> None:
+    with anyexec.get_executor("threads", max_workers=2) as ex:
+
+        async def main() -> None:
+            iterator = ex.amap(tasks.square, range(10**6), chunksize=1)
+            async for _ in iterator:
+                break
+            del iterator  # asyncio's async-generator finaliser closes it
+
+        run(main())
+        wait_for_no_pump_thread()
+
+
+# -- arguments -------------------------------------------------------------------------------
+
+
+def test_bad_arguments_raise_at_the_call_like_map() -> None:
+    with anyexec.get_executor("threads") as ex:
+        with pytest.raises(TypeError, match="argument 2 must be iterable"):
+            ex.amap(tasks.square, 5)
+        with pytest.raises(ValueError, match="on_error"):
+            ex.amap(tasks.square, range(3), on_error="ignore")  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.amap(tasks.square, range(3))
+
+
+def test_timeout_bounds_the_whole_amap() -> None:
+    with anyexec.get_executor("threads", max_workers=2) as ex:
+        fn = partial(tasks.sleep_then_return, seconds=2)
+        with pytest.raises(TimeoutError):
+            run(collect(ex.amap(fn, range(4), timeout=0.3)))
+        wait_for_no_pump_thread()
+
+
+# -- exit ------------------------------------------------------------------------------------
+
+
+SCRIPT = textwrap.dedent("""
+    import asyncio, anyexec
+    from functools import partial
+    from anyexec.testing import tasks
+
+    async def main():
+        ex = anyexec.get_executor("processes", max_workers=2)
+        async for value in ex.amap(partial(tasks.sleep_then_return, seconds=0.2), range(50)):
+            if value == 1:
+                break   # leave the iterator unclosed; asyncio.run closes it
+        print("done", flush=True)
+
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_a_script_leaving_an_amap_unfinished_exits_by_itself(attempt: int) -> None:
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "done"
+    assert "Traceback" not in proc.stderr, proc.stderr
