@@ -1,0 +1,127 @@
+"""joblib's ``Parallel`` and scikit-learn on anyexec backends via ``backend="anyexec"``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import joblib
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.svm import SVC
+
+import anyexec
+import anyexec.integrations.joblib  # registers backend="anyexec"
+
+# One real engine per kind: a local process pool, Ray, a Dask LocalCluster, and a plugin.
+SPECS = ["processes", "ray", "dask", "loky"]
+GRID = {"C": [0.1, 1, 10], "gamma": ["scale", 0.1]}
+
+
+@pytest.fixture(scope="module", params=SPECS)
+def ex(request: pytest.FixtureRequest) -> Iterator[anyexec.Executor]:
+    options = {"num_cpus": 2} if request.param == "ray" else {"max_workers": 2}
+    executor = anyexec.get_executor(request.param, **options)
+    yield executor
+    executor.shutdown(wait=True)
+
+
+@pytest.fixture(scope="module")
+def serial_scores() -> dict[str, object]:
+    X, y = load_iris(return_X_y=True)
+    search = GridSearchCV(SVC(), GRID, cv=3, n_jobs=1).fit(X, y)
+    return {
+        "cv": list(cross_val_score(SVC(), X, y, cv=5, n_jobs=1)),
+        "grid": list(search.cv_results_["mean_test_score"]),
+        "best": search.best_params_,
+    }
+
+
+def test_scikit_learn_scores_are_identical_to_serial(
+        ex: anyexec.Executor, serial_scores: dict[str, object]) -> None:
+    X, y = load_iris(return_X_y=True)
+    with joblib.parallel_config(backend="anyexec", executor=ex):
+        cv = list(cross_val_score(SVC(), X, y, cv=5, n_jobs=-1))
+        search = GridSearchCV(SVC(), GRID, cv=3, n_jobs=-1).fit(X, y)
+    assert cv == serial_scores["cv"]
+    assert list(search.cv_results_["mean_test_score"]) == serial_scores["grid"]
+    assert search.best_params_ == serial_scores["best"]
+
+
+def test_parallel_calls_run_on_the_engine_workers(ex: anyexec.Executor) -> None:
+    with joblib.parallel_config(backend="anyexec", executor=ex):
+        pids = joblib.Parallel(n_jobs=-1)(joblib.delayed(os.getpid)() for _ in range(20))
+    assert os.getpid() not in pids
+
+
+def test_a_failing_call_raises_its_own_exception_naming_the_backend(
+        ex: anyexec.Executor) -> None:
+    def invert(x: int) -> float:
+        return 1 / x
+
+    with joblib.parallel_config(backend="anyexec", executor=ex), \
+            pytest.raises(ZeroDivisionError) as info:
+        joblib.Parallel(n_jobs=2)(joblib.delayed(invert)(i) for i in range(-3, 3))
+    assert any(ex.backend in note for note in getattr(info.value, "__notes__", []))
+
+
+def test_a_spec_creates_the_executor_and_reuses_it_across_parallel_calls() -> None:
+    with joblib.parallel_config(backend="anyexec", spec="processes", max_workers=2):
+        first = set(joblib.Parallel()(joblib.delayed(os.getpid)() for _ in range(8)))
+        second = set(joblib.Parallel()(joblib.delayed(os.getpid)() for _ in range(8)))
+    assert os.getpid() not in first
+    # The same two worker processes served both calls (a new pool per call would add PIDs).
+    assert len(first | second) <= 2
+
+
+def test_an_executor_passed_in_is_left_open() -> None:
+    with anyexec.get_executor("threads", max_workers=2) as ex:
+        with joblib.parallel_config(backend="anyexec", executor=ex):
+            assert joblib.Parallel()(joblib.delayed(abs)(-i) for i in range(3)) == [0, 1, 2]
+        assert list(ex.map(abs, [-1])) == [1]
+
+
+def test_executor_and_spec_together_are_rejected() -> None:
+    with anyexec.get_executor("threads") as ex, \
+            pytest.raises(TypeError, match=r"either executor= .* or spec="):
+        joblib.parallel_config(backend="anyexec", executor=ex, spec="processes")
+
+
+def test_calls_requiring_shared_memory_run_in_this_process_as_joblib_decides() -> None:
+    with joblib.parallel_config(backend="anyexec", spec="processes", max_workers=1):
+        pids = joblib.Parallel(require="sharedmem")(joblib.delayed(os.getpid)() for _ in "ab")
+    assert pids == [os.getpid()] * 2
+
+
+def test_importing_anyexec_does_not_register_or_import_joblib() -> None:
+    code = (
+        "import sys, anyexec; "
+        "assert 'joblib' not in sys.modules and 'anyexec.integrations.joblib' not in "
+        "sys.modules, sorted(m for m in sys.modules if 'joblib' in m)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+SCRIPT = """
+import joblib, os
+import anyexec.integrations.joblib
+from sklearn.datasets import load_iris
+from sklearn.model_selection import cross_val_score
+from sklearn.svm import SVC
+
+X, y = load_iris(return_X_y=True)
+with joblib.parallel_config(backend="anyexec", spec="processes", max_workers=2):
+    print(cross_val_score(SVC(), X, y, cv=3).round(3).tolist(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("attempt", range(2))
+def test_a_script_using_a_spec_exits_by_itself_and_stops_its_workers(attempt: int) -> None:
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+                          timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().startswith("[")
+    assert "Traceback" not in proc.stderr, proc.stderr
