@@ -8,25 +8,16 @@ import sys
 import textwrap
 import threading
 import time
-import traceback
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 import anyexec
 from anyexec.testing import tasks
-
-BACKENDS = ["serial", "threads", "processes", "dask"]
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def ex(request: pytest.FixtureRequest) -> Iterator[anyexec.Executor]:
-    executor = anyexec.get_executor(request.param, max_workers=2)
-    yield executor
-    executor.shutdown(wait=True)
+from anyexec.testing._async_conformance import AsyncMapConformance
 
 
 def run(coro: Any) -> Any:
@@ -56,25 +47,51 @@ def wait_for_no_pump_thread(seconds: float = 10) -> None:
     assert not pump_threads(), "the amap thread outlived its consumer"
 
 
-# -- results -----------------------------------------------------------------------------------
+# -- the kit's amap checks, on serial, threads, processes and a Dask LocalCluster -------------
 
 
-def test_results_come_in_input_order(ex: anyexec.Executor) -> None:
-    assert run(collect(ex.amap(tasks.square, range(50)))) == [i * i for i in range(50)]
+class _KitOn(AsyncMapConformance):
+    """The fixtures BackendConformance gives the kit, without re-running the map checks."""
+
+    options: ClassVar[dict[str, Any]] = {"max_workers": 2}
+    slow_task_seconds: ClassVar[float] = 0.3
+
+    def make_executor(self, **overrides: Any) -> anyexec.Executor:
+        return anyexec.get_executor(self.backend, **{**self.options, **overrides})
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def executor(cls) -> Iterator[anyexec.Executor]:
+        ex = cls().make_executor()
+        try:
+            yield ex
+        finally:
+            ex.shutdown(wait=True)
 
 
-def test_unordered_results_are_every_result(ex: anyexec.Executor) -> None:
-    got = run(collect(ex.amap(tasks.reverse_sleep, range(6), ordered=False)))
-    assert sorted(got) == list(range(6))
+class TestAmapSerial(_KitOn):
+    backend = "serial"
+    options: ClassVar[dict[str, Any]] = {}
 
 
-def test_async_and_sync_inputs_are_zipped_like_map(ex: anyexec.Executor) -> None:
-    got = run(collect(ex.amap(tasks.add, numbers(5), range(100))))
-    assert got == [0, 2, 4, 6, 8]
+class TestAmapThreads(_KitOn):
+    backend = "threads"
 
 
-def test_endless_async_input_works_and_closing_stops_the_thread(ex: anyexec.Executor) -> None:
-    async def first_ten() -> list[int]:
+class TestAmapProcesses(_KitOn):
+    backend = "processes"
+
+
+class TestAmapDask(_KitOn):
+    backend = "dask"
+    slow_task_seconds = 1.0
+
+
+# -- beyond the kit ----------------------------------------------------------------------------
+
+
+def test_endless_async_input_works_and_closing_stops_the_thread() -> None:
+    async def first_ten(ex: anyexec.Executor) -> list[int]:
         out = []
         iterator = ex.amap(tasks.square, numbers(10**9))
         async for value in iterator:
@@ -84,70 +101,9 @@ def test_endless_async_input_works_and_closing_stops_the_thread(ex: anyexec.Exec
         await iterator.aclose()  # type: ignore[attr-defined]
         return out
 
-    assert run(first_ten()) == [i * i for i in range(10)]
+    with anyexec.get_executor("processes", max_workers=2) as ex:
+        assert run(first_ten(ex)) == [i * i for i in range(10)]
     wait_for_no_pump_thread()
-
-
-def test_a_stalled_consumer_stops_pulling_async_input(ex: anyexec.Executor) -> None:
-    pulled = [0]
-
-    async def main() -> None:
-        iterator = ex.amap(tasks.square, numbers(10**9, pulled), chunksize=1, buffersize=8)
-        assert await iterator.__anext__() == 0
-        await asyncio.sleep(0.3)
-        await iterator.aclose()  # type: ignore[attr-defined]
-
-    run(main())
-    # buffersize items in flight, the one consumed, and one chunk handed ahead to the loop.
-    assert pulled[0] <= 1 + 8 + 1
-    wait_for_no_pump_thread()
-
-
-def test_the_first_error_is_the_task_exception_with_a_note_naming_the_item(
-        ex: anyexec.Executor) -> None:
-    with pytest.raises(ValueError, match="item 3 is bad") as info:
-        run(collect(ex.amap(tasks.fail_on, range(6))))
-    assert any("item 3" in note for note in getattr(info.value, "__notes__", []))
-    # The worker's own frame is shown (as a RemoteTraceback cause, or tblib's traceback).
-    text = "".join(traceback.format_exception(info.value))
-    assert 'raise ValueError(f"item {x} is bad")' in text
-    wait_for_no_pump_thread()
-
-
-def test_on_error_return_puts_the_exception_in_place(ex: anyexec.Executor) -> None:
-    got = run(collect(ex.amap(tasks.fail_on, range(6), on_error="return")))
-    assert got[:3] == [0, 1, 2]
-    assert got[4:] == [4, 5]
-    assert isinstance(got[3], ValueError)
-
-
-def test_retries_rerun_only_the_failed_items(ex: anyexec.Executor, tmp_path: Path) -> None:
-    fn = partial(tasks.fail_first_time, folder=str(tmp_path))
-    assert run(collect(ex.amap(fn, range(4), retries=1))) == [0, 1, 2, 3]
-
-
-# -- the event loop ------------------------------------------------------------------------
-
-
-def test_waiting_for_workers_never_blocks_the_event_loop() -> None:
-    with anyexec.get_executor("threads", max_workers=2) as ex:
-        ticks = [0]
-
-        async def ticker() -> None:
-            while True:
-                ticks[0] += 1
-                await asyncio.sleep(0.01)
-
-        async def main() -> list[int]:
-            task = asyncio.create_task(ticker())
-            fn = partial(tasks.sleep_then_return, seconds=0.5)
-            out = await collect(ex.amap(fn, range(2)))
-            task.cancel()
-            return out
-
-        assert run(main()) == [0, 1]
-    # 0.5 s of waiting at 10 ms a tick; a blocked loop would tick once or twice.
-    assert ticks[0] >= 10
 
 
 def test_a_slow_sync_input_does_not_block_the_event_loop() -> None:
