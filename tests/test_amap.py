@@ -106,6 +106,17 @@ def test_endless_async_input_works_and_closing_stops_the_thread() -> None:
     wait_for_no_pump_thread()
 
 
+def test_an_error_raised_by_the_async_input_reaches_the_consumer() -> None:
+    async def broken() -> AsyncIterator[int]:
+        yield 1
+        raise OSError("the socket closed")
+
+    with anyexec.get_executor("threads", max_workers=2) as ex:
+        with pytest.raises(OSError, match="the socket closed"):
+            run(collect(ex.amap(tasks.square, broken())))
+    wait_for_no_pump_thread()
+
+
 def test_a_slow_sync_input_does_not_block_the_event_loop() -> None:
     def slow_input() -> Iterator[int]:
         for i in range(3):

@@ -16,8 +16,8 @@ from sklearn.svm import SVC
 import anyexec
 import anyexec.integrations.joblib  # registers backend="anyexec"
 
-# One real engine per kind: a local process pool, Ray, a Dask LocalCluster, and a plugin.
-SPECS = ["processes", "ray", "dask", "loky"]
+# One real engine per kind: a local process pool, Ray, a Dask LocalCluster, and two plugins.
+SPECS = ["processes", "ray", "dask", "loky", "mpi"]
 GRID = {"C": [0.1, 1, 10], "gamma": ["scale", 0.1]}
 
 
