@@ -111,9 +111,9 @@ def test_an_error_raised_by_the_async_input_reaches_the_consumer() -> None:
         yield 1
         raise OSError("the socket closed")
 
-    with anyexec.get_executor("threads", max_workers=2) as ex:
-        with pytest.raises(OSError, match="the socket closed"):
-            run(collect(ex.amap(tasks.square, broken())))
+    with anyexec.get_executor("threads", max_workers=2) as ex, \
+            pytest.raises(OSError, match="the socket closed"):
+        run(collect(ex.amap(tasks.square, broken())))
     wait_for_no_pump_thread()
 
 
