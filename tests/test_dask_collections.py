@@ -86,3 +86,18 @@ def test_dask_runs_as_many_tasks_at_once_as_the_executor_has_workers() -> None:
     with anyexec.get_executor("threads", max_workers=parties) as ex:
         parts = [dask.delayed(meet)(i) for i in range(parties)]
         assert dask.compute(*parts, scheduler=ex) == tuple(range(parties))
+
+
+def test_dask_config_num_workers_sets_the_window_meanwhile() -> None:
+    # The documented workaround until Executor exposes _max_workers.
+    parties = (os.cpu_count() or 1) + 2
+    barrier = threading.Barrier(parties, timeout=10)
+
+    def meet(v: int) -> int:
+        barrier.wait()
+        return v
+
+    with anyexec.get_executor("threads", max_workers=parties) as ex, \
+            dask.config.set(num_workers=ex.max_workers):
+        parts = [dask.delayed(meet)(i) for i in range(parties)]
+        assert dask.compute(*parts, scheduler=ex) == tuple(range(parties))

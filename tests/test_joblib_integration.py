@@ -125,3 +125,15 @@ def test_a_script_using_a_spec_exits_by_itself_and_stops_its_workers(attempt: in
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().startswith("[")
     assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def _nested_sum(n: int) -> int:
+    return sum(joblib.Parallel(n_jobs=2)(joblib.delayed(abs)(-j) for j in range(n)))
+
+
+def test_a_parallel_call_inside_a_task_runs_on_the_worker() -> None:
+    # joblib gives nested calls its threading backend inside the worker, as for its own
+    # backends; the anyexec backend object is never needed there.
+    with joblib.parallel_config(backend="anyexec", spec="processes", max_workers=2):
+        assert joblib.Parallel()(joblib.delayed(_nested_sum)(n) for n in range(5)) == [
+            0, 0, 1, 3, 6]
