@@ -12,10 +12,10 @@
 Everything ``map`` does (chunking, window, order, retries, errors, progress, timeouts) is the
 one ``MapRun`` of ``_map``; this module only moves its chunks between threads. The thread, not
 the loop, pulls the input and waits for the workers, so a slow sync generator or a busy engine
-never blocks the loop. Values cross per chunk, not per item, which keeps ``amap`` as fast as
-``map`` on tiny tasks. Stopping (the consumer is cancelled, ``aclose()``, or the generator is
-collected) wakes the thread at once and cancels every task not yet started, as closing a
-``map`` iterator does.
+never blocks the loop. Values cross per chunk, not per item, so the thread hop costs little
+even on tiny tasks; what remains is ``async for`` itself (docs/integrations.md). Stopping (the
+consumer is cancelled, ``aclose()``, or the generator is collected) wakes the thread at once
+and cancels every task not yet started, as closing a ``map`` iterator does.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class _Channel:
 
     async def take(self) -> tuple[int, Any]:
         while not self.ready:
-            assert self.loop is not None  # set by start()
+            assert self.loop is not None  # set by _consume before the thread starts
             self.waiter = self.loop.create_future()
             await self.waiter
         self.room.release()
