@@ -87,6 +87,12 @@ class TestAmapDask(_KitOn):
     slow_task_seconds = 1.0
 
 
+class TestAmapRay(_KitOn):
+    backend = "ray"
+    options: ClassVar[dict[str, Any]] = {"num_cpus": 2}
+    slow_task_seconds = 1.0
+
+
 # -- beyond the kit ----------------------------------------------------------------------------
 
 
