@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import joblib
 import pytest
+from joblib.parallel import get_active_backend
 from sklearn.datasets import load_iris
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.svm import SVC
@@ -77,6 +80,29 @@ def test_a_spec_creates_the_executor_and_reuses_it_across_parallel_calls() -> No
     assert len(first | second) <= 2
 
 
+def test_the_executor_made_from_a_spec_is_shut_down_once_the_block_is_collected() -> None:
+    with joblib.parallel_config(backend="anyexec", spec="processes", max_workers=1):
+        joblib.Parallel()(joblib.delayed(abs)(-i) for i in range(3))
+        ex = get_active_backend()[0].executor
+    gc.collect()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(abs, 1)
+
+
+def test_a_one_worker_executor_still_runs_the_calls_on_its_worker() -> None:
+    # joblib runs a call whose n_jobs comes to 1 in the caller; the backend must not say 1.
+    with joblib.parallel_config(backend="anyexec", spec="processes", max_workers=1):
+        pids = set(joblib.Parallel()(joblib.delayed(os.getpid)() for _ in range(4)))
+    assert len(pids) == 1
+    assert os.getpid() not in pids
+
+
+def test_an_explicit_n_jobs_of_one_runs_here_as_joblib_documents() -> None:
+    with joblib.parallel_config(backend="anyexec", spec="processes", max_workers=2):
+        pids = joblib.Parallel(n_jobs=1)(joblib.delayed(os.getpid)() for _ in range(2))
+    assert pids == [os.getpid()] * 2
+
+
 def test_an_executor_passed_in_is_left_open() -> None:
     with anyexec.get_executor("threads", max_workers=2) as ex:
         with joblib.parallel_config(backend="anyexec", executor=ex):
@@ -137,3 +163,55 @@ def test_a_parallel_call_inside_a_task_runs_on_the_worker() -> None:
     with joblib.parallel_config(backend="anyexec", spec="processes", max_workers=2):
         assert joblib.Parallel()(joblib.delayed(_nested_sum)(n) for n in range(5)) == [
             0, 0, 1, 3, 6]
+
+
+@pytest.fixture
+def dask_scheduler_address() -> Iterator[str]:
+    """A ``dask scheduler`` and one ``dask worker``, each its own process, on 127.0.0.1."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bin_dir = Path(sys.executable).parent
+    procs = [subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1",
+                               "--port", str(port), "--no-dashboard"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        procs.append(subprocess.Popen(
+            [str(bin_dir / "dask"), "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "2",
+             "--host", "127.0.0.1", "--no-dashboard"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        yield f"dask://127.0.0.1:{port}"
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+@pytest.mark.cluster
+def test_a_spec_naming_a_running_dask_cluster_runs_the_search_there(
+        dask_scheduler_address: str, serial_scores: dict[str, object]) -> None:
+    X, y = load_iris(return_X_y=True)
+    with joblib.parallel_config(backend="anyexec", spec=dask_scheduler_address):
+        cv = list(cross_val_score(SVC(), X, y, cv=5, n_jobs=-1))
+        pids = set(joblib.Parallel()(joblib.delayed(os.getpid)() for _ in range(8)))
+        ex = get_active_backend()[0].executor
+    gc.collect()  # the block's executor disconnects before the fixture stops the cluster
+    assert repr(ex).endswith("shut down>")
+    assert cv == serial_scores["cv"]
+    assert os.getpid() not in pids

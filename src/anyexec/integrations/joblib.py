@@ -18,7 +18,9 @@ Options of ``parallel_config`` other than joblib's own are passed through:
 
 An executor made from ``spec`` starts at the first ``Parallel`` call and is reused by the next
 ones in the same ``parallel_config`` block (a ``GridSearchCV`` makes several); it is shut down
-when the block's backend object is released, or at interpreter exit.
+when the block's backend object is garbage-collected (joblib's objects hold reference cycles,
+so at the next collection after the block), or at interpreter exit, whichever comes first.
+Pass ``executor=`` to decide the lifetime yourself.
 
 Batches of joblib tasks go through ``Executor.submit``, so the engine's workers, the worker's
 traceback on errors, and cloudpickle for functions defined in ``__main__`` all behave as with
@@ -31,6 +33,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 import joblib
@@ -74,6 +77,7 @@ class AnyexecJoblibBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ign
         self._options = options
         self._executor = executor
         self._lock = threading.Lock()
+        # The engine futures of batches not finished yet (for abort_everything).
         self._futures: set[Future[Any]] = set()
 
     # -- the executor --------------------------------------------------------------------
@@ -96,13 +100,20 @@ class AnyexecJoblibBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ign
         """How many batches run at once: joblib's ``n_jobs`` bounded by the executor's workers."""
         if n_jobs == 0:
             raise ValueError("n_jobs == 0 in Parallel has no meaning; use -1 for every worker")
+        if n_jobs == 1:
+            return 1  # joblib then runs the calls here, in order: what n_jobs=1 asks for
         workers = self.executor.max_workers
         if n_jobs is None:
-            return workers
-        if n_jobs < 0:
+            jobs = workers
+        elif n_jobs < 0:
             # joblib's convention: -1 is every worker, -2 all but one...
-            return max(1, workers + 1 + n_jobs)
-        return min(n_jobs, workers)
+            jobs = max(1, workers + 1 + n_jobs)
+        else:
+            jobs = min(n_jobs, workers)
+        # joblib runs a call whose n_jobs comes to 1 in this process, never asking the backend:
+        # an executor with one worker (or a cluster whose workers are still joining) would
+        # silently compute here instead of there. Two lets one batch wait in its queue.
+        return max(2, jobs)
 
     def configure(self, n_jobs: int | None = 1, parallel: Any = None, prefer: Any = None,
                   require: Any = None, **backend_args: Any) -> int:
@@ -116,18 +127,19 @@ class AnyexecJoblibBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ign
 
     def submit(self, func: Callable[[], Any],
                callback: Callable[[Future[Any]], Any] | None = None) -> Future[Any]:
-        """Run one batch of joblib calls on the executor."""
-        future = self.executor.submit(func)
-        with self._lock:
-            self._futures.add(future)
-        future.add_done_callback(self._forget)
+        """Run one batch of joblib calls on the executor; joblib gets a future mirroring it."""
+        inner = self.executor.submit(func)
+        outer: Future[Any] = Future()
         if callback is not None:
-            future.add_done_callback(callback)
-        return future
-
-    def _forget(self, future: Future[Any]) -> None:
-        with self._lock:
-            self._futures.discard(future)
+            outer.add_done_callback(callback)
+        futures = self._futures
+        futures.add(inner)
+        # The engine's future may outlive the call (a backend can keep its last one), so its
+        # callbacks hold neither this backend nor joblib's Parallel (joblib's callback does):
+        # only the set of pending futures and a weak reference to what joblib waits on.
+        inner.add_done_callback(futures.discard)
+        inner.add_done_callback(partial(_relay, weakref.ref(outer)))
+        return outer
 
     def retrieve_result_callback(self, out: Future[Any]) -> Any:
         """The batch's results, or its first error (the original exception, with its note)."""
@@ -135,9 +147,7 @@ class AnyexecJoblibBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ign
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
         """A batch failed: cancel every batch not yet started (running ones finish)."""
-        with self._lock:
-            futures = list(self._futures)
-        for future in futures:
+        for future in list(self._futures):
             future.cancel()
 
     def terminate(self) -> None:
@@ -149,6 +159,22 @@ class AnyexecJoblibBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ign
         # travel, so a worker gets an unconfigured one that builds its own (serial by default
         # inside a worker, so nesting does not oversubscribe).
         return (AnyexecJoblibBackend, ())
+
+
+def _relay(outer_ref: weakref.ref[Future[Any]], inner: Future[Any]) -> None:
+    """Settle joblib's future like the engine's one (unless joblib dropped it already)."""
+    outer = outer_ref()
+    if outer is None:
+        return
+    if inner.cancelled():
+        outer.cancel()
+        outer.set_running_or_notify_cancel()
+        return
+    error = inner.exception()
+    if error is not None:
+        outer.set_exception(error)
+    else:
+        outer.set_result(inner.result())
 
 
 joblib.register_parallel_backend(NAME, AnyexecJoblibBackend)
