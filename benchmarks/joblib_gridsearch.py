@@ -60,7 +60,8 @@ def ray_side_by_side() -> None:
     import ray
     from ray.util.joblib import register_ray
 
-    ray.init(num_cpus=2, logging_level="ERROR")
+    # address="local": always a new cluster of our own, never one another process started.
+    ray.init(address="local", num_cpus=2, logging_level="ERROR")
     try:
         register_ray()
         with anyexec.get_executor("ray") as ex:

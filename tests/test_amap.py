@@ -89,7 +89,6 @@ class TestAmapDask(_KitOn):
 
 class TestAmapRay(_KitOn):
     backend = "ray"
-    options: ClassVar[dict[str, Any]] = {"num_cpus": 2}
     slow_task_seconds = 1.0
 
 

@@ -23,8 +23,7 @@ BACKENDS = ["serial", "threads", "processes", "joblib", "pathos", "ray", "dask"]
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def ex(request: pytest.FixtureRequest) -> Iterator[anyexec.Executor]:
-    options = {"num_cpus": 2} if request.param == "ray" else {"max_workers": 2}
-    executor = anyexec.get_executor(request.param, **options)
+    executor = anyexec.get_executor(request.param, max_workers=2)
     yield executor
     executor.shutdown(wait=True)
 

@@ -26,8 +26,7 @@ GRID = {"C": [0.1, 1, 10], "gamma": ["scale", 0.1]}
 
 @pytest.fixture(scope="module", params=SPECS)
 def ex(request: pytest.FixtureRequest) -> Iterator[anyexec.Executor]:
-    options = {"num_cpus": 2} if request.param == "ray" else {"max_workers": 2}
-    executor = anyexec.get_executor(request.param, **options)
+    executor = anyexec.get_executor(request.param, max_workers=2)
     yield executor
     executor.shutdown(wait=True)
 
