@@ -213,14 +213,6 @@ def test_bad_arguments_raise_at_the_call_like_map() -> None:
         ex.amap(tasks.square, range(3))
 
 
-def test_timeout_bounds_the_whole_amap() -> None:
-    with anyexec.get_executor("threads", max_workers=2) as ex:
-        fn = partial(tasks.sleep_then_return, seconds=2)
-        with pytest.raises(TimeoutError):
-            run(collect(ex.amap(fn, range(4), timeout=0.3)))
-        wait_for_no_pump_thread()
-
-
 # -- exit ------------------------------------------------------------------------------------
 
 

@@ -113,6 +113,18 @@ class AsyncMapConformance:
         fn = partial(tasks.fail_first_time, folder=str(tmp_path))
         assert _run(_collect(executor.amap(fn, range(8), retries=1))) == list(range(8))
 
+    def test_amap_progress_shows_without_breaking_results(
+            self, executor: anyexec.Executor, capsys: pytest.CaptureFixture[str]) -> None:
+        got = _run(_collect(executor.amap(tasks.square, range(50), progress=True)))
+        assert got == [x * x for x in range(50)]
+        assert "50" in capsys.readouterr().err
+
+    def test_amap_timeout_bounds_the_whole_iteration(self, executor: anyexec.Executor) -> None:
+        fn = partial(tasks.sleep_then_return, seconds=2 * self.slow_task_seconds)
+        with pytest.raises(TimeoutError):
+            _run(_collect(executor.amap(fn, range(4), chunksize=1, timeout=0.2)))
+        _wait_for_no_pump_thread()
+
     def test_amap_waiting_for_workers_leaves_the_event_loop_running(
             self, executor: anyexec.Executor) -> None:
         ticks = [0]
