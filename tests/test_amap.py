@@ -122,6 +122,22 @@ def test_an_error_raised_by_the_async_input_reaches_the_consumer() -> None:
     wait_for_no_pump_thread()
 
 
+def test_an_input_error_in_the_first_window_cancels_what_it_had_submitted(
+        tmp_path: Path) -> None:
+    async def three_then_broken() -> AsyncIterator[int]:
+        for i in range(3):
+            yield i
+        raise OSError("the socket closed")
+
+    fn = partial(tasks.record_and_sleep, folder=str(tmp_path), seconds=0.3)
+    with anyexec.get_executor("threads", max_workers=1) as ex:
+        with pytest.raises(OSError, match="the socket closed"):
+            run(collect(ex.amap(fn, three_then_broken(), chunksize=1)))
+        wait_for_no_pump_thread()
+    # One worker: the first item had started; the two queued behind it were cancelled.
+    assert len(list(tmp_path.glob("*.started"))) == 1
+
+
 def test_a_slow_sync_input_does_not_block_the_event_loop() -> None:
     def slow_input() -> Iterator[int]:
         for i in range(3):

@@ -139,6 +139,9 @@ class _Channel:
             return
         finally:
             chunks.close()  # cancels every task not yet started
+            # A generator closed before it started (the first fill() raised: a failing async
+            # input, a cancelled consumer) never runs its finally: cancel the first window.
+            run.close()
         self.send((_END, None))
 
 
