@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -205,3 +206,23 @@ def test_check_without_the_token_of_a_ray_cluster_says_which_variables_to_set(
     proc = anyexec_cmd("check", spec, "--timeout", "90", env=with_token)
     assert proc.returncode == 0, proc.stderr
     assert "answered by 1 worker process(es)" in proc.stdout
+
+
+def test_ctrl_c_during_a_check_exits_130_without_a_traceback() -> None:
+    # A check that waits on an address nobody answers, interrupted as a user would.
+    proc = subprocess.Popen([sys.executable, "-m", "anyexec", "check",
+                             f"dask://127.0.0.1:{free_port()}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("anyexec check")  # the check has started
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 130
+    assert "interrupted" in err
+    assert "Traceback" not in err

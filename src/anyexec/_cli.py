@@ -87,7 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from anyexec._check import run_check
 
-    return run_check(args.spec, timeout=args.timeout)
+    try:
+        return run_check(args.spec, timeout=args.timeout)
+    except KeyboardInterrupt:
+        print("anyexec check: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
