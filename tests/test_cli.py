@@ -226,3 +226,30 @@ def test_ctrl_c_during_a_check_exits_130_without_a_traceback() -> None:
     assert proc.returncode == 130
     assert "interrupted" in err
     assert "Traceback" not in err
+
+
+def test_ctrl_c_while_a_local_dask_cluster_starts_leaves_no_process_behind() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "anyexec", "check", "dask?max_workers=2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Interrupt once the cluster's processes exist, before the check can finish.
+        deadline = time.monotonic() + 60
+        children: list[psutil.Process] = []
+        while not children and proc.poll() is None and time.monotonic() < deadline:
+            children = psutil.Process(proc.pid).children(recursive=True)
+            time.sleep(0.05)
+        assert children, "the local cluster never started a process"
+        time.sleep(0.3)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    _gone, alive = psutil.wait_procs(children, timeout=15)
+    for child in alive:
+        child.kill()
+    assert not alive, f"left running after Ctrl-C: {[p.pid for p in alive]}"

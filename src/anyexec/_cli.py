@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 from collections.abc import Sequence
@@ -90,9 +91,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run_check(args.spec, timeout=args.timeout)
     except KeyboardInterrupt:
-        print("anyexec check: interrupted", file=sys.stderr)
-        return 130
+        # The executor, if the check had one, has already stopped its workers (its Ctrl-C
+        # path). What may be left is an engine interrupted half-built: a Dask client still
+        # connecting waits forever in its finaliser at interpreter exit (seen in tests).
+        # Stop the child processes this command started (a local cluster's workers would
+        # also notice their parent is gone, only later) and leave now.
+        print("anyexec check: interrupted", file=sys.stderr, flush=True)
+        _stop_children()
+        sys.stdout.flush()
+        os._exit(130)
 
+
+def _stop_children() -> None:
+    import multiprocessing
+
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(5)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
