@@ -18,7 +18,7 @@ import threading
 import types
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Future
 
 from anyexec._errors import AnyexecWarning, ExecutorShutdownError, SerializationError
@@ -202,6 +202,13 @@ class Executor(concurrent.futures.Executor):
         if isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1:
             return workers
         return self._default_workers
+
+    @property
+    def _max_workers(self) -> int:
+        """``max_workers`` under the name Dask reads to size its window (``dask.compute(...,
+        scheduler=executor)`` falls back to the CPU count without it), as the stdlib pools
+        spell it."""
+        return self.max_workers
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -437,6 +444,35 @@ class Executor(concurrent.futures.Executor):
     def __repr__(self) -> str:
         state = "shut down" if self._shut else "open"
         return f"<anyexec.Executor backend={self.backend!r} max_workers={self.max_workers} {state}>"
+
+    def amap(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any] | AsyncIterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+        buffersize: int | None = None,
+        ordered: bool = True,
+        progress: bool = False,
+        retries: int = 0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+        on_error: Literal["raise", "return"] = "raise",
+        task_timeout: float | None = None,
+    ) -> AsyncIterator[T]:
+        """:meth:`map` for ``async for``: same options, same semantics, never blocks the loop.
+
+        Inputs may be sync or async iterables (mixed when zipping several). A thread pulls the
+        input and waits for the workers; results reach the loop a chunk at a time. Cancelling
+        the consuming task, ``aclose()``, or dropping the iterator cancels every task not yet
+        started. Bad arguments raise here, as with :meth:`map`; the first result or error
+        comes from the first ``__anext__``.
+        """
+        from anyexec._amap import amap
+
+        return amap(self, fn, iterables, dict(
+            timeout=timeout, chunksize=chunksize, buffersize=buffersize, ordered=ordered,
+            progress=progress, retries=retries, retry_on=retry_on, on_error=on_error,
+            task_timeout=task_timeout))
 
 
 def _pickle_by_reference(fn: Callable[..., Any]) -> bytes | None:
