@@ -11,13 +11,12 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
 import anyexec
 from anyexec.testing import tasks
-from anyexec.testing._async_conformance import AsyncMapConformance
 
 
 def run(coro: Any) -> Any:
@@ -45,51 +44,6 @@ def wait_for_no_pump_thread(seconds: float = 10) -> None:
     while pump_threads() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not pump_threads(), "the amap thread outlived its consumer"
-
-
-# -- the kit's amap checks, on serial, threads, processes and a Dask LocalCluster -------------
-
-
-class _KitOn(AsyncMapConformance):
-    """The fixtures BackendConformance gives the kit, without re-running the map checks."""
-
-    options: ClassVar[dict[str, Any]] = {"max_workers": 2}
-    slow_task_seconds: ClassVar[float] = 0.3
-
-    def make_executor(self, **overrides: Any) -> anyexec.Executor:
-        return anyexec.get_executor(self.backend, **{**self.options, **overrides})
-
-    @pytest.fixture(scope="class")
-    @classmethod
-    def executor(cls) -> Iterator[anyexec.Executor]:
-        ex = cls().make_executor()
-        try:
-            yield ex
-        finally:
-            ex.shutdown(wait=True)
-
-
-class TestAmapSerial(_KitOn):
-    backend = "serial"
-    options: ClassVar[dict[str, Any]] = {}
-
-
-class TestAmapThreads(_KitOn):
-    backend = "threads"
-
-
-class TestAmapProcesses(_KitOn):
-    backend = "processes"
-
-
-class TestAmapDask(_KitOn):
-    backend = "dask"
-    slow_task_seconds = 1.0
-
-
-class TestAmapRay(_KitOn):
-    backend = "ray"
-    slow_task_seconds = 1.0
 
 
 # -- beyond the kit ----------------------------------------------------------------------------

@@ -17,7 +17,9 @@ import pytest
 
 import anyexec
 from anyexec.testing import tasks
+from anyexec.testing._async_conformance import AsyncMapConformance
 from anyexec.testing._contract import ContractConformance
+from anyexec.testing._worker_setup_conformance import WorkerSetupConformance
 
 __all__ = ["CRASH_TABLE", "BackendConformance", "CrashRow"]
 
@@ -63,7 +65,7 @@ CRASH_TABLE = [
 ]
 
 
-class BackendConformance(ContractConformance):
+class BackendConformance(ContractConformance, WorkerSetupConformance, AsyncMapConformance):
     """Subclass with ``backend = "name"``; optionally ``options`` and ``slow_task_seconds``."""
 
     #: The backend's registered name.

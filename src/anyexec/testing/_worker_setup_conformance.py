@@ -11,7 +11,7 @@ import logging
 import socket
 import traceback
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
@@ -41,7 +41,7 @@ class _Collect(logging.Handler):
 class WorkerSetupConformance:
     """``initializer=``/``initargs=`` behave as in ``concurrent.futures`` on every backend."""
 
-    backend: str
+    backend: ClassVar[str]
 
     if TYPE_CHECKING:  # provided by BackendConformance
         def make_executor(self, **overrides: Any) -> anyexec.Executor: ...
