@@ -165,3 +165,17 @@ def test_a_map_timeout_on_processes_does_not_claim_to_cancel_a_running_item() ->
     message = str(info.value)
     assert "1 task(s) already running could not be stopped" in message, message
     assert "were cancelled" not in message, message
+
+
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+def test_an_idle_executor_dropped_without_shutdown_is_collected(backend: str) -> None:
+    import gc
+    import weakref
+
+    ex = anyexec.get_executor(backend, max_workers=2)
+    assert ex.submit(tasks.square, 2).result(timeout=60) == 4
+    assert list(ex.map(tasks.square, range(10))) == [x * x for x in range(10)]
+    ref = weakref.ref(ex)
+    del ex
+    gc.collect()
+    assert ref() is None, "the exit hook's registry keeps an idle executor alive"

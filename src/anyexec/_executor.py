@@ -45,10 +45,12 @@ _DEFAULT_TASK_OVERHEAD = 2e-4
 
 log = logging.getLogger("anyexec")
 
-# Executors whose backend may still have work to finish: every executor until it was shut
-# down with wait=True. Strong references, as the stdlib's pools keep their threads: work
-# submitted to an executor that the program dropped still finishes before the interpreter exits.
-_live: set[Executor] = set()
+# Every executor not yet shut down with wait=True, weakly: the exit hook finishes each of them.
+_live: weakref.WeakSet[Executor] = weakref.WeakSet()
+# Those with tasks in flight, strongly, as the stdlib's pools keep their threads: work submitted
+# to an executor that the program dropped still finishes before the interpreter exits, while an
+# idle executor the program dropped is collected and releases its workers.
+_busy: set[Executor] = set()
 _live_lock = threading.Lock()
 _exiting = False
 _hook_registered = False
@@ -62,6 +64,7 @@ def _forget_parent_executors() -> None:
     """In a forked child: the parent's executors are the parent's to finish, not ours."""
     global _live_lock
     _live.clear()
+    _busy.clear()
     _live_lock = threading.Lock()
 
 
@@ -191,6 +194,7 @@ class Executor(concurrent.futures.Executor):
         # Segments written by this executor: removed by shutdown(wait=True), when no task can
         # need them any more, even if a reference cycle in an engine's futures still holds one.
         self._segments: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._in_flight = 0
         with _live_lock:
             _live.add(self)
         _register_exit_hook()
@@ -325,6 +329,21 @@ class Executor(concurrent.futures.Executor):
                 f"{self.backend!r}); create a new one with anyexec.get_executor()"
             )
 
+    def _track(self, future: Future[Any]) -> Future[Any]:
+        """Count ``future`` as in flight until it is done (see ``_busy``); return it."""
+        with _live_lock:
+            self._in_flight += 1
+            if self._in_flight == 1:
+                _busy.add(self)
+        future.add_done_callback(self._settled)
+        return future
+
+    def _settled(self, _future: Future[Any]) -> None:
+        with _live_lock:
+            self._in_flight -= 1
+            if not self._in_flight:
+                _busy.discard(self)
+
     def _finish(self) -> None:
         """At interpreter exit: refuse new work, wait for what was submitted, release."""
         with self._lock:
@@ -351,7 +370,7 @@ class Executor(concurrent.futures.Executor):
             call = [(args, kwargs)]
             blob: Any = dump_items(call, 0) if self._pickles else call
             outer = _LinkedFuture(self, fn)
-            outer.link(self._backend.submit(run_chunk, payload, blob, CALL, True))
+            outer.link(self._track(self._backend.submit(run_chunk, payload, blob, CALL, True)))
             return outer
 
     def map(

@@ -307,8 +307,9 @@ class MapRun:
         else:
             items, start = [chunk.items[task.position]], chunk.start + task.position
         blob: Any = dump_items(items, start) if self._crossing else items
-        future = self._backend.submit(run_chunk, self._payload, blob, self._mode,
-                                      self._stop_on_error, self._req.task_timeout)
+        future = self._ex._track(self._backend.submit(
+            run_chunk, self._payload, blob, self._mode, self._stop_on_error,
+            self._req.task_timeout))
         task_id = next(self._task_ids)
         chunk.waiting += 1
         self._pending[task_id] = (task, future)

@@ -297,6 +297,9 @@ class ProcessesBackend:
                         self._pump()
                     self._release_if_idle()
                     self._cond.notify_all()
+                # Hold nothing while idle: the last call's future leads to its executor, which
+                # must be collectable once the program drops it.
+                del item, call, inner, pool
 
     def _settle(self, call: _Call, inner: Future[Any], pool: _Pool) -> None:
         exc = inner.exception()
