@@ -650,6 +650,16 @@ def test_a_worker_killed_mid_map_fails_only_its_own_item_and_keeps_every_other(
         client.wait_for_workers(2, timeout=120)
 
 
+def test_on_the_local_cluster_only_the_item_that_killed_a_shared_worker_fails(
+    tmp_path: Path,
+) -> None:
+    # One worker process with two threads: item 3 dies with the item running beside it.
+    with anyexec.get_executor("dask?threads_per_worker=2&max_workers=2") as ex:
+        results = list(ex.map(nap_or_die, range(8), [3] * 8, chunksize=1, on_error="return"))
+    assert isinstance(results[3], anyexec.WorkerCrashedError)
+    assert results[:3] + results[4:] == [0, 1, 2, 4, 5, 6, 7]
+
+
 def map_inside(x: int, address: str) -> int:
     with anyexec.get_executor(f"dask://{address}") as inner:
         return sum(inner.map(tasks.square, range(x + 3), chunksize=1))

@@ -193,6 +193,10 @@ class DaskBackend:
         self._lock = threading.RLock()
         self._queue: deque[_Job] = deque()
         self._sent: dict[Any, _Job] = {}  # Dask key -> job, for the jobs Dask holds
+        # Tasks that died running beside others in one worker process, to run once more one
+        # at a time (see _dispatch), and the one sent.
+        self._suspects: deque[_Job] = deque()
+        self._suspect_out: _Job | None = None
         self._closed = False
         self._owns_client = client is None
         self._cluster: LocalCluster | None = None
@@ -377,7 +381,15 @@ class DaskBackend:
             # Sending under the lock keeps Dask's arrival order equal to submission order.
             # On a cluster we only connected to, exactly max_workers tasks in Dask, none
             # waiting on a worker: that is what bounds the tasks running at once there.
-            while self._queue and len(self._sent) < self._in_flight:
+            while len(self._sent) < self._in_flight:
+                if self._suspects and self._suspect_out is None and not self._halted:
+                    # One suspect at a time: two sent together could share a worker process
+                    # again, and the innocent one would die a second time with the culprit.
+                    self._suspect_out = self._suspects.popleft()
+                    self._send(self._suspect_out)
+                    continue
+                if not self._queue:
+                    break
                 job = self._queue.popleft()
                 if not job.future.set_running_or_notify_cancel():
                     continue  # cancelled while queued: it never reaches Dask
@@ -395,6 +407,7 @@ class DaskBackend:
         if self._client.status != "running":
             # Reconnecting after losing the scheduler (or closed): a task sent now would wait
             # for the reconnection (30 s by default) and then be dropped.
+            self._settled(job)
             job.future.set_exception(self._scheduler_lost())
             return
         try:
@@ -404,10 +417,16 @@ class DaskBackend:
                 priority=self._priority,
             )
         except BaseException as exc:
+            self._settled(job)
             job.future.set_exception(exc)
             return
         self._sent[job.remote.key] = job
         self._completed.add(job.remote)
+
+    def _settled(self, job: _Job) -> None:
+        """``job`` gets its outcome now (under the lock): the next suspect may go."""
+        if job is self._suspect_out:
+            self._suspect_out = None
 
     def _died_innocent(self, job: _Job) -> bool:
         """Whether ``job`` died with a worker some other task killed, without being the cause.
@@ -434,11 +453,13 @@ class DaskBackend:
             return False
         if not os.path.exists(job.marker) or os.path.exists(job.marker + _DONE):
             return True
-        if job.suspected or not _ran_beside_others(job.marker):
+        beside = _ran_beside_others(job.marker)
+        # It died running: its marker stays (until shutdown), so that the tasks that ran
+        # beside it, judged after it, see it too, whether this one is the culprit or not.
+        job.marker = None
+        if job.suspected or not beside:
             return False
         job.suspected += 1
-        # Its marker stays, so that the others that ran beside it see it.
-        job.marker = None
         return True
 
     def _start_collector(self) -> None:
@@ -509,15 +530,27 @@ class DaskBackend:
                         if not self._halted:
                             _forget_marker(job)
                             job.resent += 1
-                            self._send(job)
+                            if job.marker is None and job.suspected and \
+                                    job is not self._suspect_out:
+                                self._suspects.append(job)  # sent by _dispatch, one by one
+                            else:
+                                self._send(job)
                             continue
+                with self._lock:
+                    self._settled(job)
                 _forget_marker(job)
                 lost_input = any(isinstance(a, _Shared) and a.ref.status != "finished"
                                  for a in job.args)
-                if _cancel_reason(job.remote) == "scheduler-connection-lost":
+                if _cancel_reason(job.remote) == "scheduler-connection-lost" or (
+                        job.remote.key not in values and self._client.status != "running"):
+                    # Also a task that finished as the scheduler went: its result can no
+                    # longer be fetched (that would wait out the client's reconnection).
                     job.future.set_exception(self._scheduler_lost())
                     continue
                 _settle(job.future, job.remote, values, lost_input, job.fn is run_chunk)
+            if jobs:
+                with contextlib.suppress(Exception):
+                    self._dispatch()
 
     def _scheduler_lost(self) -> DaskSchedulerLostError:
         where = getattr(self._client, "scheduler", None)
@@ -552,12 +585,21 @@ class DaskBackend:
             queued = list(self._queue)
             self._queue.clear()
             sent = [job.remote for job in self._sent.values()]
+        self._fail_suspects()
         for job in queued:
             job.future.cancel()
         kill(self._worker_pids())
         if sent:
             with contextlib.suppress(Exception):
                 self._client.cancel(sent)
+
+    def _fail_suspects(self) -> None:
+        """Halted: tasks waiting to run once more get the crash they died of, not a rerun."""
+        with self._lock:
+            suspects = list(self._suspects)
+            self._suspects.clear()
+        for job in suspects:
+            _settle(job.future, job.remote, {}, False)
 
     def _worker_pids(self) -> list[int]:
         if self._cluster is None:
@@ -585,6 +627,8 @@ class DaskBackend:
             sent = [job.remote for job in self._sent.values()] if cancel_futures else []
         for job in queued:
             job.future.cancel()
+        if cancel_futures:
+            self._fail_suspects()
         if sent and not wait:
             with contextlib.suppress(Exception):
                 self._client.cancel(sent)
@@ -597,7 +641,8 @@ class DaskBackend:
     def _drain_and_close(self) -> None:
         while True:
             with self._lock:
-                outstanding = [job.future for job in (*self._queue, *self._sent.values())
+                outstanding = [job.future for job in
+                               (*self._queue, *self._suspects, *self._sent.values())
                                if not job.future.done()]
             if not outstanding:
                 break
