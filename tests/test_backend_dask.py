@@ -15,6 +15,7 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -359,37 +360,53 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 _scheduler_files: dict[str, Path] = {}  # address -> the file the scheduler wrote
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A scheduler and two workers (two threads each) on 127.0.0.1; yields the address."""
-    folder = tmp_path_factory.mktemp("dask-cluster")
+@contextlib.contextmanager
+def _running_cluster(folder: Path, workers: int = 2,
+                     threads: int = 2) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
+    """A ``dask scheduler`` and ``workers`` ``dask worker`` processes on 127.0.0.1.
+
+    Yields the address and the processes (the scheduler first); stops them all at the end.
+    """
     scheduler_file = folder / "scheduler.json"
-    # As docs/backends/dask.md advises: a task that kills its worker fails at once instead of
-    # being rerun on (and killing) up to three more workers.
-    env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
-    common = {"cwd": folder, "env": env, "stdout": subprocess.DEVNULL,
-              "stderr": subprocess.DEVNULL}
     processes: list[subprocess.Popen[bytes]] = []
     try:
         processes.append(subprocess.Popen(
             [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
              "--port", "0", "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
-             "--scheduler-file", str(scheduler_file)], **common))  # type: ignore[call-overload]
+             "--scheduler-file", str(scheduler_file)], **_quiet(folder)))
         _wait_for(lambda: scheduler_file.exists() and scheduler_file.stat().st_size > 0,
                   "the scheduler to write its address")
         address = json.loads(scheduler_file.read_text())["address"]
         _scheduler_files[address] = scheduler_file
-        for _ in range(2):
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--host",
-                 "127.0.0.1", "--nthreads", "2", "--no-dashboard"],
-                **common))  # type: ignore[call-overload]
+        for _ in range(workers):
+            processes.append(_start_worker(folder, address, threads))
         with Client(address, timeout=60, set_as_default=False) as client:
-            client.wait_for_workers(2, timeout=120)
-        yield address
+            client.wait_for_workers(workers, timeout=120)
+        yield address, processes
     finally:
         for process in reversed(processes):  # workers first, then the scheduler
             _stop(process)
+
+
+def _quiet(folder: Path) -> Any:
+    # As docs/backends.md advises: a task that kills its worker fails at once instead of
+    # being rerun on (and killing) up to three more workers.
+    env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
+    return {"cwd": folder, "env": env, "stdout": subprocess.DEVNULL,
+            "stderr": subprocess.DEVNULL}
+
+
+def _start_worker(folder: Path, address: str, threads: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_worker", address, "--host", "127.0.0.1",
+         "--nthreads", str(threads), "--no-dashboard"], **_quiet(folder))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A scheduler and two workers (two threads each) on 127.0.0.1; yields the address."""
+    with _running_cluster(tmp_path_factory.mktemp("dask-cluster")) as (address, _processes):
+        yield address
 
 
 def _live_workers(address: str) -> int:
@@ -468,3 +485,197 @@ def test_task_killing_its_worker_on_a_running_cluster_fails_and_the_cluster_reco
         assert list(ex.map(tasks.square, range(5))) == [0, 1, 4, 9, 16]
     with Client(cluster, timeout=30, set_as_default=False) as client:
         client.wait_for_workers(2, timeout=120)
+
+
+# -- exit, tracebacks, faults on a running cluster (issues 13 and 14) ---------------------
+
+
+def write_later(path: str, seconds: float) -> str:
+    time.sleep(seconds)
+    Path(path).write_text("done")
+    return path
+
+
+def test_shutdown_waiting_after_one_without_waiting_waits_for_every_call(
+    tmp_path: Path,
+) -> None:
+    # What the interpreter's exit does after shutdown(wait=False): every call submitted
+    # before, the two still in anyexec's queue included, finishes before it returns.
+    ex = anyexec.get_executor("dask", max_workers=1)
+    backend: Any = ex._backend
+    paths = [str(tmp_path / f"{i}.out") for i in range(4)]
+    futures = [ex.submit(write_later, path, 0.3) for path in paths]
+    ex.shutdown(wait=False)
+    backend.shutdown(wait=True)
+    assert all(Path(path).read_text() == "done" for path in paths)
+    assert [f.result(timeout=0) for f in futures] == paths
+    assert backend._client.status == "closed"
+
+
+_EXIT_SCRIPT = """
+import sys, threading, time
+import anyexec
+
+def write(path):
+    time.sleep(1.0)
+    with open(path, "w") as out:
+        out.write("done")
+
+if __name__ == "__main__":
+    ex = anyexec.get_executor(sys.argv[1], max_workers=1)
+    ex.submit(write, sys.argv[2])
+    if sys.argv[3] == "simulated-hook":
+        # What anyexec's exit hook does (before atexit handlers, daemon threads alive).
+        ex.shutdown(wait=False)
+        threading._register_atexit(lambda: ex._backend.shutdown(wait=True))
+"""
+
+
+def run_exit_script(folder: Path, spec: str, how: str) -> tuple[subprocess.CompletedProcess[str],
+                                                                 Path]:
+    """Run a script that submits a 1 s call writing a file and ends without waiting for it."""
+    script, out = folder / "submit_and_leave.py", folder / f"{how}.out"
+    script.write_text(_EXIT_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), spec, str(out), how], cwd=folder,
+                          capture_output=True, text=True, timeout=150)
+    return done, out
+
+
+@pytest.mark.parametrize("run", [1, 2])
+def test_the_exit_hook_waits_for_calls_submitted_before_a_shutdown_without_waiting(
+    tmp_path: Path, run: int
+) -> None:
+    done, out = run_exit_script(tmp_path, "dask", "simulated-hook")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert out.read_text() == "done"
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+def test_a_script_ending_without_shutdown_still_runs_its_submitted_call(tmp_path: Path) -> None:
+    # Needs the core's exit hook (issue 13 item 1), which calls shutdown(wait=True).
+    done, out = run_exit_script(tmp_path, "dask", "no-shutdown")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert out.exists()
+    assert out.read_text() == "done"
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+def test_a_failing_call_has_the_worker_traceback_as_its_cause(local: anyexec.Executor) -> None:
+    with pytest.raises(ValueError, match="item 3 is bad") as info:
+        local.submit(tasks.fail_on, 3).result(timeout=60)
+    cause = info.value.__cause__
+    assert isinstance(cause, anyexec.RemoteTraceback)
+    assert "in fail_on" in str(cause)
+    assert "ValueError: item 3 is bad" in str(cause)
+    with pytest.raises(ValueError, match="item 3 is bad") as info:
+        list(local.map(tasks.fail_on, range(6), chunksize=2))
+    assert isinstance(info.value.__cause__, anyexec.RemoteTraceback)
+    assert "in fail_on" in str(info.value.__cause__)
+
+
+@pytest.mark.cluster
+def test_losing_the_scheduler_fails_the_map_saying_so_and_shutdown_is_prompt(
+    tmp_path: Path,
+) -> None:
+    from anyexec.backends.dask import DaskSchedulerLostError
+
+    with _running_cluster(tmp_path, workers=1) as (address, processes):
+        ex = anyexec.get_executor(f"dask://{address}")
+        try:
+            results = ex.map(tasks.sleep_then_return, range(20), [0.5] * 20, chunksize=1)
+            assert next(results) == 0
+            processes[0].kill()  # the scheduler, by its PID
+            processes[0].wait(timeout=30)
+            killed = time.monotonic()
+            with pytest.raises(anyexec.WorkerCrashedError,
+                               match="lost its connection to the scheduler") as info:
+                list(results)
+            failed_after = time.monotonic() - killed
+            assert isinstance(info.value.__cause__, DaskSchedulerLostError)
+        finally:
+            began = time.monotonic()
+            ex.shutdown()
+            took = time.monotonic() - began
+        # Dask's client tries to reconnect for connect_timeout (30 s): shutdown must not wait.
+        assert took < 15, f"shutdown took {took:.1f} s after the scheduler was lost"
+        print(f"error {failed_after:.2f} s after the scheduler was killed; shutdown {took:.2f} s")
+
+
+def wait_for_two_workers(x: int, folder: str) -> int:
+    """Note this worker's PID; wait (at most 90 s) until two workers have run a call."""
+    Path(folder, str(os.getpid())).touch()
+    deadline = time.monotonic() + 90
+    while len(list(Path(folder).iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return os.getpid()
+
+
+@pytest.mark.cluster
+def test_a_worker_that_joins_mid_map_gets_work(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    with _running_cluster(tmp_path, workers=1, threads=1) as (address, processes), \
+            anyexec.get_executor(f"dask://{address}") as ex:
+        assert ex.max_workers == 1
+        # The first call holds the only thread until a second worker runs a call.
+        results = ex.map(wait_for_two_workers, range(6), [str(pids)] * 6, chunksize=1)
+        _wait_for(lambda: any(pids.iterdir()), "the first call to start")
+        processes.append(_start_worker(tmp_path, address, 1))  # stopped with the others
+        ran_on = set(results)
+        assert len(ran_on) == 2, "the worker that joined ran nothing"
+        # What the core reads (as Executor.max_workers) to size its window.
+        assert ex._backend.max_workers == 2
+
+
+def nap_or_die(x: int, bad: int) -> int:
+    time.sleep(0.3)
+    if x == bad:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+@pytest.mark.cluster
+def test_a_worker_killed_mid_map_fails_only_its_own_item_and_keeps_every_other(
+    cluster: str,
+) -> None:
+    # Four threads on two worker processes: item 7's worker dies with another item running
+    # beside it and more waiting on it. Only item 7 is reported; every other result comes
+    # back once, in order.
+    with anyexec.get_executor(f"dask://{cluster}") as ex:
+        results = list(ex.map(nap_or_die, range(16), [7] * 16, chunksize=1,
+                              on_error="return"))
+    assert isinstance(results[7], anyexec.WorkerCrashedError)
+    assert results[:7] + results[8:] == [*range(7), *range(8, 16)]
+    with Client(cluster, timeout=30, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=120)
+
+
+def test_on_the_local_cluster_only_the_item_that_killed_a_shared_worker_fails(
+    tmp_path: Path,
+) -> None:
+    # One worker process with two threads: item 3 dies with the item running beside it.
+    with anyexec.get_executor("dask?threads_per_worker=2&max_workers=2") as ex:
+        results = list(ex.map(nap_or_die, range(8), [3] * 8, chunksize=1, on_error="return"))
+    assert isinstance(results[3], anyexec.WorkerCrashedError)
+    assert results[:3] + results[4:] == [0, 1, 2, 4, 5, 6, 7]
+
+
+def map_inside(x: int, address: str) -> int:
+    with anyexec.get_executor(f"dask://{address}") as inner:
+        return sum(inner.map(tasks.square, range(x + 3), chunksize=1))
+
+
+@pytest.mark.cluster
+def test_a_task_mapping_on_its_own_cluster_does_not_deadlock(cluster: str) -> None:
+    # Six outer tasks on four threads: without seceding, the inner maps wait forever.
+    with anyexec.get_executor(f"dask://{cluster}") as ex:
+        sums = list(ex.map(map_inside, range(6), [cluster] * 6, chunksize=1, timeout=120))
+    assert sums == [sum(i * i for i in range(x + 3)) for x in range(6)]
+
+
+def test_a_task_mapping_on_the_local_cluster_running_it_does_not_deadlock(
+    local: anyexec.Executor,
+) -> None:
+    address = local._backend._client.scheduler.address
+    sums = list(local.map(map_inside, range(4), [address] * 4, chunksize=1, timeout=120))
+    assert sums == [sum(i * i for i in range(x + 3)) for x in range(4)]

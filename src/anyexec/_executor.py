@@ -54,6 +54,7 @@ _busy: set[Executor] = set()
 _live_lock = threading.Lock()
 _exiting = False
 _hook_registered = False
+_hooked_after: set[str] = set()
 # The process that registered the hook. A forked child inherits the hook and the parent's
 # executors, and multiprocessing runs threading's exit hooks when a worker ends: a worker must
 # not try to shut down its parent's pools.
@@ -65,6 +66,7 @@ def _forget_parent_executors() -> None:
     global _live_lock
     _live.clear()
     _busy.clear()
+    _hooked_after.clear()
     _live_lock = threading.Lock()
 
 
@@ -72,7 +74,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_parent_executors)
 
 
-def _register_exit_hook() -> None:
+def _register_exit_hook(backend: str) -> None:
     """Run :func:`_finish_at_exit` when the interpreter starts to exit (once per process).
 
     ``threading._register_atexit`` is what ``concurrent.futures`` itself uses: its hooks run
@@ -80,8 +82,12 @@ def _register_exit_hook() -> None:
     while daemon threads (our dispatchers) still run.
     """
     global _hook_registered, _hook_pid
-    if _hook_registered and _hook_pid == os.getpid():
+    if _hook_registered and _hook_pid == os.getpid() and backend in _hooked_after:
         return
+    # Hooks run newest first. Registered again after each kind of backend first starts (its
+    # engine may have just registered its own hook: concurrent.futures' own, which stops every
+    # thread pool, Dask's and loky's), so that ours runs before those engines refuse new work.
+    _hooked_after.add(backend)
     _hook_registered, _hook_pid = True, os.getpid()
     register = getattr(threading, "_register_atexit", None)
     if register is None:  # pragma: no cover - every CPython we support has it
@@ -197,7 +203,7 @@ class Executor(concurrent.futures.Executor):
         self._in_flight = 0
         with _live_lock:
             _live.add(self)
-        _register_exit_hook()
+        _register_exit_hook(name)
 
     @property
     def max_workers(self) -> int:

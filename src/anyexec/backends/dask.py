@@ -9,31 +9,37 @@ connects a ``Client`` to a running scheduler and never closes that cluster.
 Tasks do not go to Dask as soon as they are submitted: this adapter keeps them in a local queue
 and sends a bounded number to the scheduler at a time. On a cluster it connected to, that bound
 is ``max_workers``: it makes ``max_workers`` mean "tasks running at once" on a cluster of any
-size. On the local cluster it started with exactly ``max_workers`` threads, Dask itself never
-runs more than that, so it sends twice as many: each thread finds its next task waiting on its
-worker instead of idling for a round trip through this process. Either way cancelling a queued
-task is exact: it never reached Dask, so it cannot start.
+size, and there it is the cluster's current thread count (capped by the value given), so that
+workers joining later get work. On the local cluster it started with exactly ``max_workers``
+threads, Dask itself never runs more than that, so it sends twice as many: each thread finds
+its next task waiting on its worker instead of idling for a round trip through this process.
+Either way cancelling a queued task is exact: it never reached Dask, so it cannot start.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import logging
 import math
 import multiprocessing
 import os
+import pickle
 import shutil
 import sys
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from anyexec._errors import WorkerCrashedError
+from anyexec._worker import run_chunk
 from anyexec.backends._pids import kill
 
 if TYPE_CHECKING:
@@ -69,10 +75,22 @@ _AHEAD = 2
 # Suffix of the marker file a task leaves when it has finished (see _run_marked).
 _DONE = ".done"
 _MAX_RESENDS = 3
+# Seconds between two looks at a connected cluster's size (the client's own view of it is
+# refreshed every 2 s).
+_RESIZE_EVERY = 1.0
 
 
-class DaskTaskLostError(RuntimeError):
-    """Dask could not run a task: it was dropped, or the function failed to load on a worker."""
+class DaskTaskLostError(WorkerCrashedError):
+    """Dask could not run a task: it was dropped, or the function failed to load on a worker.
+
+    Its message says what happened, so the core adds no guessed causes.
+    """
+
+
+class DaskSchedulerLostError(DaskTaskLostError):
+    """The client lost its connection to the Dask scheduler: the task's outcome is unknown."""
+
+    item_specific = False  # no item caused it: rerunning items one by one would not help
 
 
 @dataclass
@@ -86,6 +104,9 @@ class _Job:
     remote: Any = field(default=None)  # the distributed.Future once sent
     marker: str | None = field(default=None)  # file the task creates when it starts
     resent: int = 0  # times sent again after dying with a worker another task killed
+    # Times it died while running beside other tasks in one worker process (which of them
+    # killed it is unknown, so each runs once more; one that dies again is the culprit).
+    suspected: int = 0
 
 
 class _Shared:
@@ -178,15 +199,28 @@ class DaskBackend:
         self._lock = threading.RLock()
         self._queue: deque[_Job] = deque()
         self._sent: dict[Any, _Job] = {}  # Dask key -> job, for the jobs Dask holds
+        # Tasks that died running beside others in one worker process, to run once more one
+        # at a time (see _dispatch), and the one sent.
+        self._suspects: deque[_Job] = deque()
+        self._suspect_out: _Job | None = None
         self._closed = False
         self._owns_client = client is None
         self._cluster: LocalCluster | None = None
         self._client: Client
+        # The thread of the Dask task this executor was created in, when it maps on the
+        # cluster that runs that task (see _nested_client); it rejoins the worker's pool at
+        # shutdown.
+        self._seceded: int | None = None
         n_workers = 0
         if client is not None:
             self._client = _check_client(client)
         elif remote:
-            self._client = _connect(address, scheduler_file, float(connect_timeout))
+            nested = _nested_client(address, scheduler_file)
+            if nested is not None:
+                self._client, self._owns_client = nested, False
+                self._seceded = threading.get_ident()
+            else:
+                self._client = _connect(address, scheduler_file, float(connect_timeout))
         else:
             if processes and getattr(multiprocessing.current_process(), "_inheriting", False):
                 # We run inside a worker process that is importing the caller's main module.
@@ -207,25 +241,73 @@ class DaskBackend:
             except BaseException:
                 self._cluster.close()
                 raise
+        # On a cluster we connected to, the user's max_workers is a cap on the cluster's
+        # current thread count, which is read again as workers join and leave.
+        self._cap = max_workers
+        self._closing = threading.Lock()  # held while one shutdown closes the client
+        self._markers: str | None = None
         try:
-            self.max_workers, self.capabilities = self._describe(max_workers, processes)
+            self._fixed_workers, self.capabilities = self._describe(max_workers, processes)
+            # Dask's own slots enforce max_workers only on the cluster we started with exactly
+            # that many threads (threads_per_worker=2 and max_workers=3 leave a thread spare).
+            exact_slots = self._cluster is not None and \
+                n_workers * (threads_per_worker or 1) == self._fixed_workers
+            self._ahead = _AHEAD if exact_slots else 1
+            # A task waiting on a worker behind the one that kills it dies with it (Dask fails
+            # every task assigned to a dead worker). Each task leaves a marker file when it
+            # starts, so one that died without starting is sent again instead of reported as
+            # a crash. On a cluster we connected to, only if its workers see our files.
+            if (exact_slots and processes) or self._cluster is None:
+                self._markers = tempfile.mkdtemp(prefix="anyexec-dask-")
+                if self._cluster is None and not self._workers_see(self._markers):
+                    shutil.rmtree(self._markers, ignore_errors=True)
+                    self._markers = None
         except BaseException:
             self._close_resources()
             raise
-        # Dask's own slots enforce max_workers only on the cluster we started with exactly that
-        # many threads (threads_per_worker=2 and max_workers=3 leave a thread to spare).
-        exact_slots = self._cluster is not None and n_workers * (threads_per_worker or 1) == \
-            self.max_workers
-        self._in_flight = self.max_workers * (_AHEAD if exact_slots else 1)
-        # A task waiting on a worker behind the one that kills it dies with it (Dask fails
-        # every task assigned to a dead worker). Each task leaves a marker file when it starts,
-        # so one that died without starting is sent again instead of reported as a crash.
-        self._markers = tempfile.mkdtemp(prefix="anyexec-dask-") \
-            if exact_slots and processes else None
         self._halted = False  # terminate() or shutdown(cancel_futures=True): send nothing again
         self._stopped = False
+        self._closed_down = False  # client and cluster closed
         self._start_collector()
         self._check_resources_exist()
+
+    @property
+    def max_workers(self) -> int:
+        """Tasks running at once: fixed on our local cluster, and the value given; otherwise,
+        on a cluster we connected to, its current thread count, so that workers joining later
+        get work and the window shrinks with the cluster."""
+        if self._cluster is not None or self._cap:
+            return self._fixed_workers
+        return max(1, self._cluster_threads())
+
+    @property
+    def _in_flight(self) -> int:
+        """How many of our tasks may be in Dask at once (see the module docstring). On a
+        cluster we connected to, never more than its current threads: a max_workers given is
+        a cap, reached as the cluster grows."""
+        if self._cluster is not None:
+            return self._fixed_workers * self._ahead
+        threads = max(1, self._cluster_threads())
+        return min(self._cap, threads) if self._cap else threads
+
+    def _cluster_threads(self) -> int:
+        # The client refreshes this summary every 2 s (distributed.client.scheduler-info-
+        # interval) on its own: reading it costs no round trip, so the core may read
+        # max_workers at every chunk. Private to distributed, hence the fallback.
+        identity = getattr(self._client, "_scheduler_identity", None) or {}
+        threads = identity.get("total_threads")
+        if isinstance(threads, int):
+            return threads
+        workers = identity.get("workers") or {}
+        return sum(int(w.get("nthreads", 1)) for w in workers.values())
+
+    def _workers_see(self, folder: str) -> bool:
+        """Whether every worker of the cluster we joined shares our file system (markers)."""
+        try:
+            seen = self._client.run(os.path.isdir, folder)
+        except Exception:
+            return False
+        return bool(seen) and all(seen.values())
 
     # -- setup helpers -------------------------------------------------------------------
 
@@ -244,9 +326,8 @@ class DaskBackend:
         capabilities = {"isolated"}
         if workers and all(w.get("nanny") for w in workers.values()):
             capabilities.add("recovers_from_worker_death")
-        if max_workers is None:
-            max_workers = sum(int(w.get("nthreads", 1)) for w in workers.values()) or 1
-        return max_workers, frozenset(capabilities)
+        # Without max_workers, read live from the cluster (see the max_workers property).
+        return max_workers or 1, frozenset(capabilities)
 
     def _check_resources_exist(self) -> None:
         if not self._resources or self._cluster is not None:
@@ -306,7 +387,15 @@ class DaskBackend:
             # Sending under the lock keeps Dask's arrival order equal to submission order.
             # On a cluster we only connected to, exactly max_workers tasks in Dask, none
             # waiting on a worker: that is what bounds the tasks running at once there.
-            while self._queue and len(self._sent) < self._in_flight:
+            while len(self._sent) < self._in_flight:
+                if self._suspects and self._suspect_out is None and not self._halted:
+                    # One suspect at a time: two sent together could share a worker process
+                    # again, and the innocent one would die a second time with the culprit.
+                    self._suspect_out = self._suspects.popleft()
+                    self._send(self._suspect_out)
+                    continue
+                if not self._queue:
+                    break
                 job = self._queue.popleft()
                 if not job.future.set_running_or_notify_cancel():
                     continue  # cancelled while queued: it never reaches Dask
@@ -321,6 +410,12 @@ class DaskBackend:
         if self._markers is not None:
             job.marker = os.path.join(self._markers, f"{id(job)}-{os.urandom(6).hex()}")
             fn = partial(_run_marked, job.marker, fn)
+        if self._client.status != "running":
+            # Reconnecting after losing the scheduler (or closed): a task sent now would wait
+            # for the reconnection (30 s by default) and then be dropped.
+            self._settled(job)
+            job.future.set_exception(self._scheduler_lost())
+            return
         try:
             job.remote = self._client.submit(
                 fn, *map(self._resolve, job.args), pure=False,
@@ -328,17 +423,26 @@ class DaskBackend:
                 priority=self._priority,
             )
         except BaseException as exc:
+            self._settled(job)
             job.future.set_exception(exc)
             return
         self._sent[job.remote.key] = job
         self._completed.add(job.remote)
+
+    def _settled(self, job: _Job) -> None:
+        """``job`` gets its outcome now (under the lock): the next suspect may go."""
+        if job is self._suspect_out:
+            self._suspect_out = None
 
     def _died_innocent(self, job: _Job) -> bool:
         """Whether ``job`` died with a worker some other task killed, without being the cause.
 
         Dask fails every task assigned to a dead worker: one still waiting there (it never
         started), and one that had just finished (its result and the worker's report of it
-        died with the worker, as the next task killed it). Neither crashed anything.
+        died with the worker, as the next task killed it). Neither crashed anything. A task
+        that was running there is the culprit when it ran alone in that worker process; when
+        others ran beside it, nobody can tell which one killed it, so each is sent once more
+        and only one that dies again is reported.
         """
         if job.marker is None or job.remote.status != "error" or self._halted or \
                 job.resent >= _MAX_RESENDS:
@@ -351,8 +455,18 @@ class DaskBackend:
             killed = isinstance(job.remote.exception(), KilledWorker)
         except Exception:
             return False
-        return killed and (not os.path.exists(job.marker)
-                           or os.path.exists(job.marker + _DONE))
+        if not killed:
+            return False
+        if not os.path.exists(job.marker) or os.path.exists(job.marker + _DONE):
+            return True
+        beside = _ran_beside_others(job.marker)
+        # It died running: its marker stays (until shutdown), so that the tasks that ran
+        # beside it, judged after it, see it too, whether this one is the culprit or not.
+        job.marker = None
+        if job.suspected or not beside:
+            return False
+        job.suspected += 1
+        return True
 
     def _start_collector(self) -> None:
         from distributed import as_completed
@@ -361,9 +475,24 @@ class DaskBackend:
         # and the next task is on its way while we fetch the results (in one gather).
         self._completed = as_completed(loop=self._client.loop)
         self._wake = threading.Condition(self._lock)
+        self._resized_stop = threading.Event()
         self._collector = threading.Thread(target=self._collect, name="anyexec-dask-results",
                                            daemon=True)
         self._collector.start()
+        if self._cluster is None:
+            # Tasks are sent when others finish; a worker that joins while every task runs
+            # for minutes would wait for that. This looks again every _RESIZE_EVERY seconds.
+            threading.Thread(target=self._follow_cluster_size, name="anyexec-dask-resize",
+                             daemon=True).start()
+
+    def _follow_cluster_size(self) -> None:
+        # Its own event, not self._wake: a notify() meant for the collector must not wake this.
+        while not self._resized_stop.wait(_RESIZE_EVERY):
+            with self._lock:
+                if not self._queue or len(self._sent) >= self._in_flight:
+                    continue
+            with contextlib.suppress(Exception):
+                self._dispatch()
 
     def _collect(self) -> None:
         """Our thread: deliver each finished task's outcome and refill its slot.
@@ -407,12 +536,37 @@ class DaskBackend:
                         if not self._halted:
                             _forget_marker(job)
                             job.resent += 1
-                            self._send(job)
+                            if job.marker is None and job.suspected and \
+                                    job is not self._suspect_out:
+                                self._suspects.append(job)  # sent by _dispatch, one by one
+                            else:
+                                self._send(job)
                             continue
+                with self._lock:
+                    self._settled(job)
                 _forget_marker(job)
                 lost_input = any(isinstance(a, _Shared) and a.ref.status != "finished"
                                  for a in job.args)
-                _settle(job.future, job.remote, values, lost_input)
+                if _cancel_reason(job.remote) == "scheduler-connection-lost" or (
+                        job.remote.key not in values and self._client.status != "running"):
+                    # Also a task that finished as the scheduler went: its result can no
+                    # longer be fetched (that would wait out the client's reconnection).
+                    job.future.set_exception(self._scheduler_lost())
+                    continue
+                _settle(job.future, job.remote, values, lost_input, job.fn is run_chunk)
+            if jobs:
+                with contextlib.suppress(Exception):
+                    self._dispatch()
+
+    def _scheduler_lost(self) -> DaskSchedulerLostError:
+        where = getattr(self._client, "scheduler", None)
+        address = getattr(where, "address", None) or "its address"
+        return DaskSchedulerLostError(
+            f"the Dask client lost its connection to the scheduler at {address} (the "
+            "scheduler process stopped or the network between them failed), so the outcome "
+            "of this task is unknown. The cluster's workers were not at fault. Restart the "
+            "scheduler (or check the network), then create a new executor"
+        )
 
     def _gather(self, remotes: list[Any]) -> dict[Any, Any]:
         """The results of the finished ones, fetched together; {} if that fails."""
@@ -437,12 +591,21 @@ class DaskBackend:
             queued = list(self._queue)
             self._queue.clear()
             sent = [job.remote for job in self._sent.values()]
+        self._fail_suspects()
         for job in queued:
             job.future.cancel()
         kill(self._worker_pids())
         if sent:
             with contextlib.suppress(Exception):
                 self._client.cancel(sent)
+
+    def _fail_suspects(self) -> None:
+        """Halted: tasks waiting to run once more get the crash they died of, not a rerun."""
+        with self._lock:
+            suspects = list(self._suspects)
+            self._suspects.clear()
+        for job in suspects:
+            _settle(job.future, job.remote, {}, False)
 
     def _worker_pids(self) -> list[int]:
         if self._cluster is None:
@@ -456,35 +619,48 @@ class DaskBackend:
         return pids
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Finish (or cancel) outstanding tasks, then close our client and our cluster."""
+        """Finish (or cancel) outstanding tasks, then close our client and our cluster.
+
+        Callable again: ``shutdown(wait=True)`` after ``shutdown(wait=False)`` waits for
+        every call submitted before (the interpreter's exit does this), and returns once the
+        client and the cluster are closed.
+        """
         with self._lock:
-            if self._closed:
-                return
+            first = not self._closed
             self._closed = True
             self._halted = self._halted or cancel_futures
             queued = list(self._queue) if cancel_futures else []
+            sent = [job.remote for job in self._sent.values()] if cancel_futures else []
         for job in queued:
             job.future.cancel()
-        if wait:
-            self._drain_and_close()
-            return
         if cancel_futures:
-            with self._lock:
-                sent = [job.remote for job in self._sent.values()]
+            self._fail_suspects()
+        if sent and not wait:
             with contextlib.suppress(Exception):
                 self._client.cancel(sent)
-        # Not a daemon: the interpreter waits for it at exit, so the cluster closes cleanly.
-        threading.Thread(target=self._drain_and_close, name="anyexec-dask-shutdown").start()
+        if wait:
+            self._drain_and_close()
+        elif first:
+            # Not a daemon: the interpreter waits for it at exit, so the cluster closes cleanly.
+            threading.Thread(target=self._drain_and_close, name="anyexec-dask-shutdown").start()
 
     def _drain_and_close(self) -> None:
-        with self._lock:
-            outstanding = [job.future for job in (*self._queue, *self._sent.values())]
-        for future in outstanding:
-            # Not concurrent.futures.wait: it never returns for a future cancelled in our
-            # queue, which nobody marks as notified once we stop dispatching.
-            with contextlib.suppress(BaseException):
-                future.exception()
-        self._close_resources()
+        while True:
+            with self._lock:
+                outstanding = [job.future for job in
+                               (*self._queue, *self._suspects, *self._sent.values())
+                               if not job.future.done()]
+            if not outstanding:
+                break
+            for future in outstanding:
+                # Not concurrent.futures.wait: it never returns for a future cancelled in
+                # our queue, which nobody marks as notified once we stop dispatching.
+                with contextlib.suppress(BaseException):
+                    future.exception()
+        # A second caller (the exit hook after shutdown(wait=False)) waits here until the
+        # first one has closed everything.
+        with self._closing:
+            self._close_resources()
 
     def _close_resources(self) -> None:
         with self._lock:
@@ -492,11 +668,22 @@ class DaskBackend:
             wake = getattr(self, "_wake", None)
             if wake is not None:
                 wake.notify_all()
+                self._resized_stop.set()
+            if getattr(self, "_closed_down", False):
+                return
+            self._closed_down = True
         markers = getattr(self, "_markers", None)
         if markers is not None:
             shutil.rmtree(markers, ignore_errors=True)
-        if self._owns_client:
+        if self._seceded == threading.get_ident():
+            # Back into the worker's pool of threads, which we left to wait (_nested_client).
+            self._seceded = None
+            from distributed import rejoin
+
             with contextlib.suppress(Exception):
+                rejoin()
+        if self._owns_client:
+            with _quiet_lost_connection(self._client), contextlib.suppress(Exception):
                 self._client.close()
         if self._cluster is not None:
             with contextlib.suppress(Exception):
@@ -512,14 +699,92 @@ class DaskBackend:
 
 
 def _run_marked(marker: str, fn: Callable[..., Any], /, *args: Any) -> Any:
-    """On a worker: note (in empty files) that the task started, and that it finished."""
-    with contextlib.suppress(OSError):
-        open(marker, "x").close()
+    """On a worker: note that the task started (a file holding the worker's PID), and that
+    it finished (an empty file)."""
+    with contextlib.suppress(OSError), open(marker, "x") as started:
+        started.write(str(os.getpid()))
     try:
         return fn(*args)
     finally:
         with contextlib.suppress(OSError):
             open(marker + _DONE, "x").close()
+
+
+def _ran_beside_others(marker: str) -> bool:
+    """Whether another task was running in the same worker process as ``marker``'s task."""
+    folder, own = os.path.split(marker)
+    with contextlib.suppress(OSError):
+        pid = Path(marker).read_text()
+        for name in os.listdir(folder):
+            if name == own or name.endswith(_DONE) or os.path.exists(
+                    os.path.join(folder, name + _DONE)):
+                continue
+            with contextlib.suppress(OSError):
+                if pid and Path(folder, name).read_text() == pid:
+                    return True
+    return False
+
+
+def _cancel_reason(remote: Any) -> str | None:
+    """Why Dask cancelled ``remote`` (distributed's FutureCancelledError.reason), if it did."""
+    if getattr(remote, "status", None) != "cancelled":
+        return None
+    reason = getattr(getattr(getattr(remote, "_state", None), "exception", None), "reason", None)
+    return reason if isinstance(reason, str) else None
+
+
+@contextlib.contextmanager
+def _quiet_lost_connection(client: Any) -> Iterator[None]:
+    """While closing a client that is still trying to reach its lost scheduler, drop the
+    traceback distributed logs for the reconnection attempt that closing interrupts."""
+    if client.status != "connecting":
+        yield
+        return
+    import asyncio
+
+    def keep(record: logging.LogRecord) -> bool:
+        kind = record.exc_info[0] if record.exc_info else None
+        return not (kind is not None and issubclass(kind, asyncio.CancelledError))
+
+    quiet = logging.getLogger("distributed.client")
+    quiet.addFilter(keep)
+    try:
+        yield
+    finally:
+        quiet.removeFilter(keep)
+
+
+def _nested_client(address: str | None, scheduler_file: str | None) -> Client | None:
+    """In a Dask task on the cluster at ``address``: the worker's client, after seceding.
+
+    A task that maps on the cluster running it and waits for the results would hold its
+    worker thread all along; with every thread held, the inner tasks never start. Seceding
+    (what ``distributed.worker_client`` does) lets the worker start another thread for them.
+    """
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import get_client, get_worker, secede
+
+    try:
+        worker = get_worker()
+    except ValueError:
+        return None  # not in a Dask task
+    if address is None and scheduler_file is not None:
+        try:
+            address = json.loads(Path(scheduler_file).read_text())["address"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    if address is None:
+        return None
+    wanted = address if "://" in address else f"tcp://{address}"
+    if wanted != worker.scheduler.address:
+        return None
+    try:
+        client = get_client()
+    except ValueError:
+        return None  # not in a task's thread
+    secede()
+    return client
 
 
 def _forget_marker(job: _Job) -> None:
@@ -529,12 +794,17 @@ def _forget_marker(job: _Job) -> None:
                 os.unlink(path)
 
 
-def _settle(future: Future[Any], remote: Any, values: dict[Any, Any], lost_input: bool) -> None:
-    """Copy a finished ``distributed.Future``'s outcome into ours (``values``: gathered)."""
+def _settle(future: Future[Any], remote: Any, values: dict[Any, Any], lost_input: bool,
+            outcome: bool = False) -> None:
+    """Copy a finished ``distributed.Future``'s outcome into ours (``values``: gathered).
+
+    ``outcome``: the task is anyexec's chunk runner, whose result is a pickled outcome.
+    """
     try:
         status = remote.status
         if status == "finished":
-            future.set_result(values[remote.key] if remote.key in values else remote.result())
+            value = values[remote.key] if remote.key in values else remote.result()
+            future.set_result(_without_tracebacks(value) if outcome else value)
         elif status == "error":
             exc = remote.exception()
             if isinstance(exc, ImportError):
@@ -567,6 +837,26 @@ def _settle(future: Future[Any], remote: Any, values: dict[Any, Any], lost_input
     except BaseException as exc:
         with contextlib.suppress(concurrent.futures.InvalidStateError):
             future.set_exception(exc)
+
+
+def _without_tracebacks(raw: Any) -> Any:
+    """A chunk's pickled outcome, decoded without its exceptions' traceback objects.
+
+    ``import distributed`` makes every exception pickle its traceback (tblib), so the
+    exceptions of failed calls arrived with one and the core, which shows the worker's
+    traceback as a ``RemoteTraceback`` cause only for exceptions without one, showed none.
+    Dropping them gives the same exception shape as on the processes backend.
+    """
+    # Cheap test first: an outcome without failures never names the Failure class.
+    if not isinstance(raw, bytes) or b"Failure" not in raw:
+        return raw
+    try:
+        outcome = pickle.loads(raw)
+    except Exception:
+        return raw  # the core reports what is wrong with it
+    for failure in getattr(outcome, "failures", ()):
+        failure.exception.__traceback__ = None
+    return outcome
 
 
 def _pickled_size(obj: Any) -> int:

@@ -6,11 +6,12 @@ down. With an ``address`` it joins that cluster as a driver and never stops the 
 
 ``max_workers`` holds on every Ray. On a Ray we do not control (the user's, a cluster) it is
 enforced here: at most that many Ray tasks are in flight, the rest wait in a local queue where
-cancelling them costs nothing. On a local Ray this executor started, Ray is sized so that its
-own scheduler runs at most ``max_workers`` of our tasks at once; there up to twice that many
-are handed to Ray, so a worker that finishes a task finds the next one already waiting instead
-of idling for a round trip through this process. Ray's own task retries are off, so a dead
-worker fails its future at once and ``map(retries=...)`` decides.
+cancelling them costs nothing; there it is the cluster's current CPUs (per task), capped by the
+value given, so that nodes joining later get work. On a local Ray this executor started, Ray is
+sized so that its own scheduler runs at most ``max_workers`` of our tasks at once; there up to
+twice that many are handed to Ray, so a worker that finishes a task finds the next one already
+waiting instead of idling for a round trip through this process. Ray's own task retries are
+off, so a dead worker fails its future at once and ``map(retries=...)`` decides.
 
 ``ray.cancel`` is never called: in Ray 2.60 a cancel that races with the task's completion
 aborts the whole driver process ("Check failed: it != submissible_tasks_.end()", see
@@ -27,6 +28,7 @@ import math
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any
@@ -38,6 +40,9 @@ __all__ = ["RayBackend"]
 
 # Ray's switch between "cluster" networking (the machine's IP) and loopback-only networking.
 _LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Seconds a reading of a joined cluster's size is reused: the core reads max_workers at every
+# chunk, and the dispatcher looks again this often for workers that joined.
+_RESIZE_EVERY = 1.0
 
 class _Session:
     """The Ray connection this module opened, shared by the executors that use it.
@@ -103,6 +108,14 @@ class _RayFuture(Future[Any]):
                 self.set_result(value)
         except InvalidStateError:
             pass  # cancelled in the meantime: the outcome is no longer wanted
+
+
+def _in_ray_task(ray: Any) -> bool:
+    """Whether this code runs inside a Ray task or actor (a Ray worker process)."""
+    try:
+        return bool(ray.get_runtime_context().worker.mode == ray.WORKER_MODE)
+    except Exception:
+        return False
 
 
 def _check_amount(name: str, value: float | None) -> None:
@@ -186,22 +199,32 @@ class RayBackend:
         cpus_per_task = 1.0 if num_cpus is None else float(num_cpus)
         self._owns_session, started = self._connect(ray, max_workers, cpus_per_task, resources,
                                                     runtime_env)
-        if max_workers is None:
-            max_workers = (os.cpu_count() or 1) if started and address is None else (
-                self._cluster_workers(ray, cpus_per_task))
-        self.max_workers: int = max_workers
-        # Calls handed to Ray at once (see the module docstring). Only where Ray itself keeps
-        # the bound: a local Ray we started, whose CPUs allow at most max_workers of our tasks.
-        # Never with num_cpus=0 (Ray would run them all at once), never on a Ray we joined (its
-        # CPUs may exceed max_workers, or grow with an autoscaler).
-        self._window: int = max_workers
-        if started and self._address is None and cpus_per_task > 0:
-            ray_cpus = max(1, math.ceil(max_workers * cpus_per_task))  # as _connect sized it
-            if math.floor(ray_cpus / cpus_per_task) <= max_workers:
-                self._window = 2 * max_workers
+        # On a Ray we joined, the cluster's current size (CPUs per task) is read again as nodes
+        # join and leave; a max_workers given is then a cap. A Ray we started keeps its size.
+        local_ray = started and self._address is None
+        self._cpus_per_task = cpus_per_task
+        self._cap = max_workers
+        self._live = not local_ray
+        self._size_read = (0.0, 1)  # (monotonic time, workers) of the last reading
+        self._fixed_workers: int = max_workers or ((os.cpu_count() or 1) if local_ray else 1)
+        # Calls handed to Ray at once (see the module docstring): twice max_workers only where
+        # Ray itself keeps the bound: a local Ray we started, whose CPUs allow at most
+        # max_workers of our tasks. Never with num_cpus=0 (Ray would run them all at once),
+        # never on a Ray we joined (its CPUs may exceed max_workers, or grow).
+        self._ahead = 1
+        if local_ray and cpus_per_task > 0:
+            ray_cpus = max(1, math.ceil(self._fixed_workers * cpus_per_task))  # as _connect did
+            if math.floor(ray_cpus / cpus_per_task) <= self._fixed_workers:
+                self._ahead = 2
         self._task_options: dict[str, Any] = {"max_retries": 0}
         if num_cpus is not None:
             self._task_options["num_cpus"] = num_cpus
+        elif _in_ray_task(ray):
+            # A task mapping on the Ray that runs it waits for the inner tasks while holding
+            # its CPU; Ray frees it only while the task's main thread is in ray.get, and the
+            # wait happens in anyexec's map. With every CPU held by such tasks, inner tasks
+            # needing one never start. They take none: max_workers still bounds them.
+            self._task_options["num_cpus"] = 0
         if num_gpus is not None:
             self._task_options["num_gpus"] = num_gpus
         if resources:
@@ -216,6 +239,7 @@ class RayBackend:
         self._jobs: set[_Job] = set()
         self._closed = False
         self._released = False
+        self._releasing = threading.Lock()  # held while one caller shuts our Ray down
         self._dispatcher = threading.Thread(target=self._dispatch, name="anyexec-ray-dispatch",
                                             daemon=True)
         self._dispatcher.start()
@@ -262,18 +286,50 @@ class RayBackend:
             _Session.users = 1
             return True, True
 
+    @property
+    def max_workers(self) -> int:
+        """Tasks running at once: fixed on a Ray we started, and the value given; otherwise,
+        on a Ray we joined, its CPUs now (per task), so that nodes joining later get work."""
+        if not self._live or self._cap:
+            return self._fixed_workers
+        return self._cluster_size()
+
+    @property
+    def _window(self) -> int:
+        """Calls handed to Ray at once. On a Ray we joined, never more than its current size:
+        a max_workers given is a cap, reached as the cluster grows."""
+        if not self._live:
+            return self._fixed_workers * self._ahead
+        return min(self._cap, self._cluster_size()) if self._cap else self._cluster_size()
+
+    def _cluster_size(self) -> int:
+        when, workers = self._size_read
+        now = time.monotonic()
+        if now - when > _RESIZE_EVERY:
+            import ray
+
+            with contextlib.suppress(Exception):  # disconnected: keep the last reading
+                workers = self._cluster_workers(ray, self._cpus_per_task)
+            self._size_read = (now, workers)
+        return max(1, workers)
+
     @staticmethod
     def _cluster_workers(ray: Any, cpus_per_task: float) -> int:
         cpus = float(ray.cluster_resources().get("CPU", 1))
         return max(1, int(cpus // cpus_per_task) if cpus_per_task > 0 else int(cpus))
 
     def _release_session(self) -> None:
-        with self._cond:
-            if self._released:
-                return
-            self._released = True
-        if not self._owns_session:
-            return
+        # A second caller (the exit hook after shutdown(wait=False)) waits until the first
+        # has stopped Ray, so that Ray's own exit handler does not run beside that.
+        with self._releasing:
+            with self._cond:
+                if self._released:
+                    return
+                self._released = True
+            if self._owns_session:
+                self._stop_ray()
+
+    def _stop_ray(self) -> None:
         import ray
 
         with _Session.lock:
@@ -373,7 +429,8 @@ class RayBackend:
                     if self._closed and not self._queue:
                         self._cond.notify_all()
                         return
-                    self._cond.wait()
+                    # On a Ray we joined, look again for nodes that joined meanwhile.
+                    self._cond.wait(_RESIZE_EVERY if self._live and self._queue else None)
             self._launch(job)
 
     def _withdraw(self, job: _Job) -> None:

@@ -1,0 +1,182 @@
+"""The ``ray`` backend at exit and under faults: calls left running when the script ends, a
+worker killed mid-map, a map inside a task on the same Ray, a cluster that grows mid-map.
+
+Each test starts (and stops) its own Ray: the executor's local Ray, or a two-node cluster on
+127.0.0.1 built with ``ray.cluster_utils.Cluster``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import anyexec
+from anyexec.testing import tasks
+
+ray = pytest.importorskip("ray")
+
+# How long a task waits for a condition before giving up; only reached when a test fails.
+LIMIT = 90.0
+
+
+@pytest.fixture(autouse=True)
+def _own_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # RAY_ADDRESS makes the backend join that cluster; these tests choose their Ray.
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert not ray.is_initialized(), "another test left Ray running"
+    yield
+    assert not ray.is_initialized(), "the executor left its Ray running"
+
+
+# -- task functions (pickled by value into the Ray workers) ---------------------------------
+
+
+def write_later(path: str, seconds: float) -> str:
+    time.sleep(seconds)
+    Path(path).write_text("done")
+    return path
+
+
+def nap_or_die(x: int, bad: int) -> int:
+    time.sleep(0.2)
+    if x == bad:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def map_inside(x: int) -> int:
+    with anyexec.get_executor("ray") as inner:  # the Ray that runs this task
+        return sum(inner.map(tasks.square, range(x + 3), chunksize=1))
+
+
+def node_once_two_ran(x: int, folder: str) -> str:
+    """Note this task's node; wait (at most LIMIT s) until tasks ran on two nodes."""
+    node = str(ray.get_runtime_context().get_node_id())
+    Path(folder, node).touch()
+    deadline = time.monotonic() + LIMIT
+    while len(list(Path(folder).iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return node
+
+
+# -- exit ----------------------------------------------------------------------------------
+
+
+def test_shutdown_waiting_after_one_without_waiting_waits_for_every_call(
+    tmp_path: Path,
+) -> None:
+    # What the interpreter's exit does after shutdown(wait=False): every call submitted
+    # before, those still in anyexec's queue included, finishes before it returns, and the
+    # executor's own Ray is stopped after them.
+    ex = anyexec.get_executor("ray", max_workers=1)
+    backend: Any = ex._backend
+    paths = [str(tmp_path / f"{i}.out") for i in range(4)]
+    futures = [ex.submit(write_later, path, 0.3) for path in paths]
+    ex.shutdown(wait=False)
+    backend.shutdown(wait=True)
+    assert all(Path(path).read_text() == "done" for path in paths)
+    assert [f.result(timeout=0) for f in futures] == paths
+    assert not ray.is_initialized()
+
+
+_EXIT_SCRIPT = """
+import sys, threading, time
+import anyexec
+
+def write(path):
+    time.sleep(1.0)
+    with open(path, "w") as out:
+        out.write("done")
+
+if __name__ == "__main__":
+    ex = anyexec.get_executor(sys.argv[1], max_workers=1)
+    ex.submit(write, sys.argv[2])
+    if sys.argv[3] == "simulated-hook":
+        # What anyexec's exit hook does (before atexit handlers, daemon threads alive).
+        ex.shutdown(wait=False)
+        threading._register_atexit(lambda: ex._backend.shutdown(wait=True))
+"""
+
+
+def run_exit_script(folder: Path, how: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run a script that submits a 1 s call writing a file and ends without waiting for it."""
+    script, out = folder / "submit_and_leave.py", folder / f"{how}.out"
+    script.write_text(_EXIT_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), "ray", str(out), how], cwd=folder,
+                          capture_output=True, text=True, timeout=150)
+    return done, out
+
+
+@pytest.mark.parametrize("run", [1, 2])
+def test_the_exit_hook_waits_for_calls_submitted_before_a_shutdown_without_waiting(
+    tmp_path: Path, run: int
+) -> None:
+    done, out = run_exit_script(tmp_path, "simulated-hook")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert out.read_text() == "done"
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+def test_a_script_ending_without_shutdown_still_runs_its_submitted_call(tmp_path: Path) -> None:
+    # Needs the core's exit hook (issue 13 item 1), which calls shutdown(wait=True).
+    done, out = run_exit_script(tmp_path, "no-shutdown")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert out.exists()
+    assert out.read_text() == "done"
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+# -- faults --------------------------------------------------------------------------------
+
+
+def test_a_worker_killed_mid_map_fails_only_its_own_item_and_keeps_every_other() -> None:
+    with anyexec.get_executor("ray", max_workers=2) as ex:
+        results = list(ex.map(nap_or_die, range(12), [7] * 12, chunksize=1,
+                              on_error="return"))
+        assert isinstance(results[7], anyexec.WorkerCrashedError)
+        assert results[:7] + results[8:] == [*range(7), *range(8, 12)]
+        assert ex.submit(tasks.square, 3).result(timeout=60) == 9  # a fresh worker
+
+
+def test_a_task_mapping_on_the_ray_that_runs_it_does_not_deadlock() -> None:
+    # Four outer tasks on two CPUs: the two running hold both CPUs while their inner maps
+    # wait; inner tasks needing a CPU would never start.
+    with anyexec.get_executor("ray", max_workers=2) as ex:
+        try:
+            sums = list(ex.map(map_inside, range(4), chunksize=1, timeout=120))
+        except TimeoutError:
+            ex._backend.terminate()  # do not wait for them
+            raise
+    assert sums == [sum(i * i for i in range(x + 3)) for x in range(4)]
+
+
+@pytest.mark.cluster
+def test_a_node_that_joins_mid_map_gets_work(tmp_path: Path) -> None:
+    from ray.cluster_utils import Cluster
+
+    # tests/conftest.py keeps every Ray process on 127.0.0.1.
+    cluster: Any = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        with anyexec.get_executor(f"ray://{cluster.address}") as ex:
+            assert ex.max_workers == 1
+            # The first call holds the only CPU until a task has run on a second node.
+            results = ex.map(node_once_two_ran, range(4), [str(tmp_path)] * 4, chunksize=1)
+            deadline = time.monotonic() + LIMIT
+            while not any(tmp_path.iterdir()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            cluster.add_node(num_cpus=1)
+            nodes = set(results)
+            assert len(nodes) == 2, "the node that joined ran nothing"
+            # What the core reads (as Executor.max_workers) to size its window.
+            assert ex._backend.max_workers == 2
+    finally:
+        cluster.shutdown()  # stops exactly the processes it started, by their handles
