@@ -440,6 +440,9 @@ class PathosBackend:
                     job.future.set_result(value)
                 else:
                     job.future.set_exception(value)
+            # Hold nothing while waiting for the next call: the finished call's function (a
+            # model bound to it) and its result must be collectable.
+            del job, value
 
     def _run(self, job: _Job) -> tuple[bool, Any]:
         """Run one call on the pool until it returns or its worker is known dead."""
