@@ -679,3 +679,19 @@ def test_a_task_mapping_on_the_local_cluster_running_it_does_not_deadlock(
     address = local._backend._client.scheduler.address
     sums = list(local.map(map_inside, range(4), [address] * 4, chunksize=1, timeout=120))
     assert sums == [sum(i * i for i in range(x + 3)) for x in range(4)]
+
+
+def _start_nested_local_cluster(_: int) -> str:
+    try:
+        anyexec.get_executor("dask", max_workers=1)
+    except RuntimeError as exc:
+        return str(exc)
+    return "started"
+
+
+def test_a_local_cluster_inside_a_daemonic_worker_says_why_it_cannot_start() -> None:
+    # Dask's worker processes are daemonic (the stdlib pool's are not, and can start one).
+    with anyexec.get_executor("dask", max_workers=1) as ex:
+        message = ex.submit(_start_nested_local_cluster, 0).result(timeout=120)
+    assert "daemonic processes cannot have children" in message, message
+    assert "__main__" not in message, message

@@ -942,6 +942,16 @@ def _start_local_cluster(*, n_workers: int, threads_per_worker: int, processes: 
         # In-process workers talk over inproc://, which takes no host.
         extra["memory_limit"] = memory_limit
         extra["host"] = "127.0.0.1"
+    if processes and multiprocessing.current_process().daemon:
+        # A worker of a process pool (processes, joblib, pathos) may not have children, so the
+        # cluster's worker processes cannot start; Dask would blame a missing main guard.
+        raise RuntimeError(
+            "cannot start a Dask LocalCluster with worker processes inside a daemonic worker "
+            f"process ({multiprocessing.current_process().name}): daemonic processes cannot "
+            "have children. Inside a task, use the default backend (serial), "
+            "'dask?processes=false' (worker threads), or connect to a running cluster with "
+            "'dask://HOST:PORT'"
+        )
     method = start_method or dask.config.get("distributed.worker.multiprocessing-method")
     if start_method is None and method == "spawn" and \
             "forkserver" in multiprocessing.get_all_start_methods():
