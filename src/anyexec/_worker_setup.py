@@ -327,7 +327,7 @@ def limit_threads(count: int) -> None:
     for name in THREAD_VARIABLES:
         os.environ[name] = value
     try:
-        from threadpoolctl import threadpool_limits  # type: ignore[import-not-found]
+        from threadpoolctl import threadpool_limits
     except ImportError:
         return
     threadpool_limits(limits=count)
