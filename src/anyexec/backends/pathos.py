@@ -149,7 +149,17 @@ def _tracked(token: int, fn: Callable[..., Any], args: tuple[Any, ...],
     """Process pool task: report which worker starts the call, then run it."""
     if _reports is not None:
         _reports.put((os.getpid(), token))
-    return _outcome(fn, args, kwargs)
+    outcome = _outcome(fn, args, kwargs)
+    if _reports is not None:
+        # The call returned: if this worker dies before the pool delivers the outcome (it
+        # died running the next call), this call was a bystander, not the culprit.
+        _reports.put((os.getpid(), _finished(token)))
+    return outcome
+
+
+def _finished(token: int) -> int:
+    """The report of a call that returned: below ``_STARTED``, so never a call token."""
+    return _STARTED - 1 - token
 
 
 def _pp_task(call: bytes, mark: str) -> bytes:
@@ -187,6 +197,9 @@ class _Generation:
     broken: bool = False
     dead: set[int] = field(default_factory=set)  # pids found dead when it broke
     inflight: set[int] = field(default_factory=set)  # tokens of calls not yet returned
+    # Tokens of calls whose function returned in the worker, while the pool had not yet
+    # delivered their outcome: never the culprit of a crash. Pruned with ``inflight``.
+    returned: set[int] = field(default_factory=set)
 
     def drain(self) -> None:
         while self.reports is not None and not self.reports.empty():
@@ -194,7 +207,10 @@ class _Generation:
             self.pids.add(pid)
             # Only calls still running matter; a report read after its call returned would
             # otherwise stay in ``started`` for the life of the pool.
-            if token != _STARTED and token in self.inflight:
+            if token < _STARTED:
+                if _finished(token) in self.inflight:  # the encoding is its own inverse
+                    self.returned.add(_finished(token))
+            elif token != _STARTED and token in self.inflight:
                 self.started[token] = pid
 
 
@@ -462,6 +478,7 @@ class PathosBackend:
                     gen.drain()
                     gen.inflight.discard(token)
                     gen.started.pop(token, None)
+                    gen.returned.discard(token)
             if outcome is not None:
                 return outcome
             log.debug("anyexec: running call %d again after a pathos worker crash", token)
@@ -486,7 +503,8 @@ class PathosBackend:
                     continue
                 gen.drain()
                 pid = gen.started.get(token)
-            if pid is not None and pid in gen.dead:
+                returned = token in gen.returned
+            if pid is not None and pid in gen.dead and not returned:
                 return False, WorkerLostError(
                     f"pathos worker process {pid}, which was running this call, died "
                     "abruptly (killed by a signal, os._exit(), a segmentation fault, or the "
