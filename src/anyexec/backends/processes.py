@@ -8,7 +8,7 @@ fresh pool, and the executor keeps working.
 
 Data flow::
 
-    submit() --> local queue --(at most 4 x max_workers)--> ProcessPoolExecutor --> workers
+    submit() --> local queue -(2 x max_workers + 1)-> ProcessPoolExecutor --> workers
                      ^                                             |
                      |  innocent victims of a crash                | done-callback: settles a
                      +---------------- settler thread <------------+ result; hands a broken
@@ -127,11 +127,13 @@ class ProcessesBackend:
             raise ValueError(f"max_tasks_per_child must be >= 1 or None, got {max_tasks_per_child}")
         self._context = multiprocessing.get_context(start_method)
         self._max_tasks_per_child = max_tasks_per_child
-        # Enough calls in the pool that a worker that finishes finds its next one waiting (the
-        # map's own window is 2 x max_workers + 2 chunks); the rest wait here, cancellable.
-        # (python -m benchmarks.tiny_side_by_side: 2 x max_workers was 1.24-1.30x Pool.map,
-        # 4 x 1.16x, in medians of 7 pairs.)
-        self._limit = 4 * self.max_workers
+        # Enough calls in the pool that a worker that finishes finds its next one waiting; the
+        # rest wait here, where cancelling them is free. As many as the stdlib pool itself can
+        # no longer cancel (max_workers running, max_workers + 1 in its call queue). Measured
+        # with python -m benchmarks.tiny_side_by_side (medians of 15 pairs, noisy machine):
+        # 2 x max_workers 1.50-1.62x Pool.map, this 1.30-1.44x, 4 x max_workers 1.19-1.40x
+        # but then a closed map's whole window has already been handed over.
+        self._limit = 2 * self.max_workers + 1
         self._cond = threading.Condition(threading.RLock())
         self._queue: collections.deque[_Call] = collections.deque()
         # Calls that already ran once and lost their pool to another call's crash: first.
