@@ -24,10 +24,8 @@ import asyncio
 import collections
 import threading
 import time
-import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
-from anyexec._errors import AnyexecWarning
 from anyexec._map import MapRequest, MapRun
 from anyexec._record import TYPE_CHECKING
 
@@ -181,16 +179,7 @@ def amap(ex: Any, fn: Callable[..., Any], iterables: tuple[Any, ...],
         else:
             sources.append(iterable)
     req: MapRequest = _validate_map(fn, tuple(sources), **options)
-    with ex._lock:
-        ex._check_open()
-    if req.task_timeout is not None and "interrupts_tasks" not in ex.capabilities:
-        warnings.warn(
-            f"backend {ex.backend!r} cannot interrupt a running task: an item over "
-            f"task_timeout={req.task_timeout} fails with TaskTimeoutError once it returns, "
-            "but keeps its worker busy until then (see docs/reliability.md)",
-            AnyexecWarning,
-            stacklevel=3,
-        )
+    ex._admit(req, stacklevel=4)
     channel = _Channel(_StoppableRun(ex, req))
     holder.append(channel)
     return _consume(channel)

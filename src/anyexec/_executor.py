@@ -418,17 +418,22 @@ class Executor(concurrent.futures.Executor):
                             buffersize=buffersize, ordered=ordered, progress=progress,
                             retries=retries, retry_on=retry_on, on_error=on_error,
                             task_timeout=task_timeout)
+        self._admit(req, stacklevel=3)
+        return start_map(self, req)
+
+    def _admit(self, req: MapRequest, *, stacklevel: int) -> None:
+        """Before a ``map`` or ``amap`` starts: refuse it once shut down, and warn when its
+        ``task_timeout`` cannot interrupt a running task on this backend."""
         with self._lock:
             self._check_open()
-        if task_timeout is not None and "interrupts_tasks" not in self.capabilities:
+        if req.task_timeout is not None and "interrupts_tasks" not in self.capabilities:
             warnings.warn(
                 f"backend {self.backend!r} cannot interrupt a running task: an item over "
-                f"task_timeout={task_timeout} fails with TaskTimeoutError once it returns, but "
-                "keeps its worker busy until then (see docs/reliability.md)",
+                f"task_timeout={req.task_timeout} fails with TaskTimeoutError once it returns, "
+                "but keeps its worker busy until then (see docs/reliability.md)",
                 AnyexecWarning,
-                stacklevel=2,
+                stacklevel=stacklevel,
             )
-        return start_map(self, req)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Release the backend's resources; calling it again does nothing.
