@@ -17,22 +17,12 @@ import pytest
 
 import anyexec
 from anyexec.testing import tasks
+from anyexec.testing._async_conformance import _collect as collect
+from anyexec.testing._async_conformance import _numbers as numbers
 
 
 def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 60))
-
-
-async def collect(iterator: AsyncIterator[Any]) -> list[Any]:
-    return [value async for value in iterator]
-
-
-async def numbers(n: int, pulled: list[int] | None = None) -> AsyncIterator[int]:
-    for i in range(n):
-        await asyncio.sleep(0)
-        if pulled is not None:
-            pulled[0] = i + 1
-        yield i
 
 
 def pump_threads() -> list[threading.Thread]:
