@@ -1,12 +1,14 @@
 """The ``ray`` backend at exit and under faults: calls left running when the script ends, a
-worker killed mid-map, a map inside a task on the same Ray, a cluster that grows mid-map.
+worker killed mid-map, a map inside a task on the same Ray, a cluster that grows mid-map, the
+head node lost mid-map.
 
-Each test starts (and stops) its own Ray: the executor's local Ray, or a two-node cluster on
-127.0.0.1 built with ``ray.cluster_utils.Cluster``.
+Each test starts (and stops) its own Ray: the executor's local Ray, or a cluster on 127.0.0.1
+built with ``ray.cluster_utils.Cluster`` (in a fresh interpreter where Ray may end the process).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +22,7 @@ import pytest
 
 import anyexec
 from anyexec.testing import tasks
+from anyexec.testing.scripts import run_script, stray_output
 
 ray = pytest.importorskip("ray")
 
@@ -180,3 +183,27 @@ def test_a_node_that_joins_mid_map_gets_work(tmp_path: Path) -> None:
             assert ex._backend.max_workers == 2
     finally:
         cluster.shutdown()  # stops exactly the processes it started, by their handles
+
+
+HEAD_LOST = Path(__file__).parent / "scripts" / "ray_head_lost.py"
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_losing_the_head_node_fails_the_map_saying_so_and_the_script_ends(nodes: int) -> None:
+    # In a fresh interpreter: after losing the GCS, Ray ends the whole driver process 60 s
+    # later (gcs_rpc_server_reconnect_timeout_s) unless it disconnected first. With two nodes
+    # the calls running on the surviving node never fail by themselves.
+    run = run_script([str(HEAD_LOST), str(nodes)], timeout=150, grace=10)
+    ended = time.time()
+    assert run.returncode == 0, run.describe()
+    assert not run.leftovers, run.describe()
+    assert not stray_output(run.stderr), run.describe()
+    report = json.loads(run.stdout.splitlines()[-1])
+    assert report["cause"] == "RayClusterLostError", report
+    assert report["item_specific"] is False
+    assert f"head node (the GCS at {report['address']}) stopped answering" in report["error"]
+    assert "Likely causes" not in report["error"]
+    print(f"{nodes} node(s): error {report['error_after']:.2f} s after the head was killed; "
+          f"shutdown {report['shutdown']:.2f} s; script ended "
+          f"{ended - report['killed_at']:.1f} s after the kill")

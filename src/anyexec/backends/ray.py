@@ -17,6 +17,14 @@ off, so a dead worker fails its future at once and ``map(retries=...)`` decides.
 aborts the whole driver process ("Check failed: it != submissible_tasks_.end()", see
 ray-project/ray#54846). So only calls still in the local queue can be cancelled; a call handed
 to Ray reports ``running()`` and runs to its end (its result is dropped if nobody wants it).
+
+Losing the cluster's head node (its GCS): Ray itself reports nothing to the driver for calls
+running on other nodes, and ends the whole driver process ``gcs_rpc_server_reconnect_timeout_s``
+(60 s by default) after it lost the GCS; ``ray.shutdown()`` blocks until then. So while calls
+are out, a watcher thread checks every second that the GCS port still accepts connections;
+after ``_GCS_GRACE`` seconds without (at once when a call fails and the GCS refuses), every
+call fails with :class:`RayClusterLostError` and the executor's own connection is closed
+(in the background: that takes ~5 s, which the interpreter's exit waits for).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import contextlib
 import logging
 import math
 import os
+import socket
 import sys
 import threading
 import time
@@ -33,16 +42,35 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any
 
+from anyexec._errors import WorkerCrashedError
+
 if TYPE_CHECKING:
     from ray import ObjectRef
 
-__all__ = ["RayBackend"]
+__all__ = ["RayBackend", "RayClusterLostError"]
 
 # Ray's switch between "cluster" networking (the machine's IP) and loopback-only networking.
 _LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # Seconds a reading of a joined cluster's size is reused: the core reads max_workers at every
 # chunk, and the dispatcher looks again this often for workers that joined.
 _RESIZE_EVERY = 1.0
+# Seconds between two checks that the GCS accepts connections, while calls are out; and how
+# long it may refuse them (or not answer) before the cluster counts as lost. A GCS restarted
+# with fault tolerance (external Redis) within that time goes unnoticed.
+_PROBE_EVERY = 1.0
+_GCS_GRACE = 3.0
+
+
+class RayClusterLostError(WorkerCrashedError):
+    """The Ray cluster's head node (its GCS) stopped answering: the call's outcome is unknown.
+
+    No item caused it, so the core fails the calls as they are instead of rerunning their
+    items one by one. An executor that opened the process's Ray connection then closes it, in
+    the background (Ray would otherwise end the whole process
+    ``gcs_rpc_server_reconnect_timeout_s`` seconds, 60 by default, after losing the GCS).
+    """
+
+    item_specific = False
 
 class _Session:
     """The Ray connection this module opened, shared by the executors that use it.
@@ -55,6 +83,7 @@ class _Session:
     lock = threading.Lock()
     gcs_address: str | None = None
     users = 0
+    lost: str | None = None  # the GCS address of a connection whose cluster was lost
 
 
 def _current_gcs_address() -> str | None:
@@ -108,6 +137,31 @@ class _RayFuture(Future[Any]):
                 self.set_result(value)
         except InvalidStateError:
             pass  # cancelled in the meantime: the outcome is no longer wanted
+
+
+def _lost_message(address: str) -> str:
+    return (f"lost the Ray cluster: its head node (the GCS at {address}) stopped answering "
+            "(the head node's processes stopped, or the network to it failed), so the outcome "
+            "of this call is unknown. The task and its worker were not at fault. Restart the "
+            "cluster, then create a new executor")
+
+
+def _gcs_endpoint(address: str | None) -> tuple[str, int] | None:
+    """(host, port) of a GCS address ``HOST:PORT``; None if it has no such form."""
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _answers(endpoint: tuple[str, int]) -> bool:
+    try:
+        socket.create_connection(endpoint, timeout=_PROBE_EVERY).close()
+    except OSError:
+        return False
+    return True
 
 
 def _in_ray_task(ray: Any) -> bool:
@@ -240,9 +294,18 @@ class RayBackend:
         self._closed = False
         self._released = False
         self._releasing = threading.Lock()  # held while one caller shuts our Ray down
+        self._gcs = _current_gcs_address()  # None on Ray Client: not watched
+        self._lost = False
+        self._stopped = threading.Event()  # set when this executor let go of Ray
+        if self._live:
+            self._refresh_size()
         self._dispatcher = threading.Thread(target=self._dispatch, name="anyexec-ray-dispatch",
                                             daemon=True)
         self._dispatcher.start()
+        self._endpoint = _gcs_endpoint(self._gcs)
+        if self._endpoint is not None:
+            threading.Thread(target=self._watch, args=(self._endpoint,),
+                             name="anyexec-ray-watch", daemon=True).start()
 
     # -- connecting ----------------------------------------------------------------------
 
@@ -253,6 +316,10 @@ class RayBackend:
         with _Session.lock:
             if ray.is_initialized():
                 current = _current_gcs_address()
+                if current is not None and current == _Session.lost:
+                    raise RayClusterLostError(
+                        _lost_message(current) + " once this process has disconnected from "
+                        "the lost one (under way: it takes a few seconds)")
                 if self._address not in (None, "auto", current) and current is not None:
                     raise RuntimeError(
                         f"Ray is already connected to the cluster at {current} in this process, "
@@ -283,6 +350,7 @@ class RayBackend:
                 kwargs["address"] = self._address
             ray.init(**kwargs)
             _Session.gcs_address = _current_gcs_address()
+            _Session.lost = None
             _Session.users = 1
             return True, True
 
@@ -303,15 +371,24 @@ class RayBackend:
         return min(self._cap, self._cluster_size()) if self._cap else self._cluster_size()
 
     def _cluster_size(self) -> int:
+        # The last reading: asking Ray blocks while its GCS is away (up to a minute), so it
+        # is never asked under a lock or on the caller's thread (see _refresh_size).
+        return max(1, self._size_read[1])
+
+    def _refresh_size(self) -> None:
+        """Read the joined cluster's size again if the last reading is older than a second.
+
+        Called by the dispatcher thread outside its lock (and once at start).
+        """
         when, workers = self._size_read
         now = time.monotonic()
-        if now - when > _RESIZE_EVERY:
-            import ray
+        if now - when <= _RESIZE_EVERY or self._lost:
+            return
+        import ray
 
-            with contextlib.suppress(Exception):  # disconnected: keep the last reading
-                workers = self._cluster_workers(ray, self._cpus_per_task)
-            self._size_read = (now, workers)
-        return max(1, workers)
+        with contextlib.suppress(Exception):  # disconnected: keep the last reading
+            workers = self._cluster_workers(ray, self._cpus_per_task)
+        self._size_read = (time.monotonic(), workers)
 
     @staticmethod
     def _cluster_workers(ray: Any, cpus_per_task: float) -> int:
@@ -326,6 +403,7 @@ class RayBackend:
                 if self._released:
                     return
                 self._released = True
+            self._stopped.set()
             if self._owns_session:
                 self._stop_ray()
 
@@ -338,6 +416,8 @@ class RayBackend:
             _Session.users -= 1
             if _Session.users == 0:
                 _Session.gcs_address = None
+                if self._lost:
+                    return  # _lose() disconnects
                 # A local Ray stops; a cluster's driver disconnects and the cluster keeps running.
                 ray.shutdown()
 
@@ -350,6 +430,10 @@ class RayBackend:
         with self._cond:
             if self._closed:
                 raise RuntimeError("cannot schedule new futures after shutdown (ray backend)")
+            if self._lost or (self._gcs is not None and _Session.lost == self._gcs):
+                # (Another executor sharing the connection saw the loss and closed it.)
+                future.set_exception(self._cluster_lost())
+                return future
             self._jobs.add(job)
             if self._in_flight < self._window and not self._queue:
                 self._in_flight += 1
@@ -357,6 +441,8 @@ class RayBackend:
             else:
                 self._queue.append(job)
                 launch = False
+                if self._live:
+                    self._cond.notify_all()  # the dispatcher now looks at the size every second
         if launch:
             self._launch(job)
         return future
@@ -379,9 +465,12 @@ class RayBackend:
     def _launch(self, job: _Job) -> None:
         """Hand a job to Ray; its slot (``_in_flight``) is already reserved."""
         future = job.future
-        if not future.set_running_or_notify_cancel():
-            self._done(job)  # cancelled while it waited
-            return
+        try:
+            if not future.set_running_or_notify_cancel():
+                self._done(job)  # cancelled while it waited
+                return
+        except RuntimeError:
+            return  # already failed: the cluster was lost meanwhile
         if self._released:
             # terminate() shut our Ray down; a remote call now would start a new Ray.
             self._done(job)
@@ -397,9 +486,15 @@ class RayBackend:
         ref.future().add_done_callback(lambda ray_future: self._finished(job, ray_future))
 
     def _finished(self, job: _Job, ray_future: Future[Any]) -> None:
+        exc = ray_future.exception()
+        if exc is not None and self._endpoint is not None and not self._lost \
+                and not _answers(self._endpoint):
+            # The node running it died and so did the GCS: the head node is gone (its
+            # tasks fail at once; those on other nodes would wait in vain).
+            self._lose()
+            return
         if not self._done(job):
             return  # abandoned by terminate()
-        exc = ray_future.exception()
         if exc is not None:
             job.future.settle(exc=exc)
         else:
@@ -418,20 +513,70 @@ class RayBackend:
     def _dispatch(self) -> None:
         """Move queued jobs to Ray as slots free up (never from Ray's callback thread)."""
         while True:
+            if self._live:
+                self._refresh_size()  # outside the lock: it may block while the GCS is away
+            job: _Job | None = None
             with self._cond:
-                while True:
-                    while self._queue and self._queue[0].future.cancelled():
-                        self._jobs.discard(self._queue.popleft())
-                    if self._queue and self._in_flight < self._window:
-                        job = self._queue.popleft()
-                        self._in_flight += 1
-                        break
-                    if self._closed and not self._queue:
-                        self._cond.notify_all()
-                        return
-                    # On a Ray we joined, look again for nodes that joined meanwhile.
-                    self._cond.wait(_RESIZE_EVERY if self._live and self._queue else None)
-            self._launch(job)
+                while self._queue and self._queue[0].future.cancelled():
+                    self._jobs.discard(self._queue.popleft())
+                if self._queue and self._in_flight < self._window:
+                    job = self._queue.popleft()
+                    self._in_flight += 1
+                elif self._closed and not self._queue:
+                    self._cond.notify_all()
+                    return
+                else:
+                    # On a Ray we joined, look again every second, while calls are out, for
+                    # nodes that joined (the core reads max_workers to size its window).
+                    self._cond.wait(_RESIZE_EVERY if self._live and self._jobs else None)
+            if job is not None:
+                self._launch(job)
+
+    def _watch(self, endpoint: tuple[str, int]) -> None:
+        """While calls are out, check every second that the GCS accepts connections."""
+        down_since: float | None = None
+        while not self._stopped.wait(_PROBE_EVERY):
+            with self._cond:
+                if not self._jobs:
+                    down_since = None
+                    continue
+            if _answers(endpoint):
+                down_since = None
+                continue
+            now = time.monotonic()
+            if down_since is None:
+                down_since = now
+            elif now - down_since >= _GCS_GRACE:
+                self._lose()
+                return
+
+    def _lose(self) -> None:
+        """The GCS is gone: fail every call, and never wait for Ray again."""
+        import ray
+
+        with self._cond:
+            self._lost = True
+            jobs = list(self._jobs)
+            self._jobs.clear()
+            self._queue.clear()
+            self._in_flight = 0
+            self._cond.notify_all()
+        with _Session.lock:
+            # Disconnect now if the connection is ours: Ray otherwise ends the whole process
+            # gcs_rpc_server_reconnect_timeout_s (60 s by default) after losing the GCS. Not
+            # here (this may be Ray's callback thread) and without waiting (ray.shutdown()
+            # takes ~5 s after a loss); Ray's exit handler waits for it.
+            disconnect = (self._owns_session and _Session.lost != self._gcs
+                          and _Session.gcs_address == self._gcs)
+            _Session.lost = self._gcs
+        if disconnect:
+            threading.Thread(target=ray.shutdown, name="anyexec-ray-disconnect",
+                             daemon=True).start()
+        for job in jobs:
+            job.future.settle(exc=self._cluster_lost())
+
+    def _cluster_lost(self) -> RayClusterLostError:
+        return RayClusterLostError(_lost_message(self._gcs or "its address"))
 
     def _withdraw(self, job: _Job) -> None:
         """A queued job's future was cancelled: drop it from the queue."""
@@ -484,6 +629,8 @@ class RayBackend:
         with self._cond:
             while self._jobs or self._queue:
                 self._cond.wait()
+            if self._lost:
+                return  # the dispatcher may be blocked in Ray until Ray ends the process
         self._dispatcher.join()
 
     def _drain_then_release(self) -> None:
