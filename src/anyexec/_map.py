@@ -27,6 +27,7 @@ from anyexec._errors import (
     WorkerCrashedError,
 )
 from anyexec._progress import make_progress
+from anyexec.backends._crash import LIKELY_CAUSES
 from anyexec._record import TYPE_CHECKING, Record
 from anyexec._worker import (
     SINGLE,
@@ -53,13 +54,6 @@ __all__ = [
     "source_file",
     "start_map",
 ]
-
-_CRASH_CAUSES = (
-    "Likely causes: the task called os._exit() or crashed the interpreter (a segmentation "
-    "fault in a C extension), or the worker was killed by a signal or by the out-of-memory "
-    "killer (see 'dmesg')."
-)
-
 
 class MapRequest(Record):
     """Everything ``map`` was asked to do, already validated."""
@@ -166,7 +160,8 @@ def crash_message(ex: Any, where: str, exc: BaseException) -> str:
     if isinstance(exc, WorkerCrashedError):
         return f"a worker of backend {ex.backend!r} failed while running {where}: {what}."
     return (f"a worker of backend {ex.backend!r} failed while running {where}: "
-            f"{type(exc).__name__}: {what}. {_CRASH_CAUSES} {ex._recovery_hint()}")
+            f"{type(exc).__name__}: {what}. Likely causes: {LIKELY_CAUSES}. "
+            f"{ex._recovery_hint()}")
 
 
 def failure_exception(ex: Any, failure: Failure, where: str,

@@ -28,6 +28,9 @@ class ContractConformance:
     options: ClassVar[dict[str, Any]]
     #: How long a fresh interpreter may take to start the engine, run and end.
     script_timeout: ClassVar[float] = 120.0
+    #: For a backend registered at run time (``anyexec.register_backend``) rather than by an
+    #: entry point: a Python file that registers it, run first in the fresh interpreters.
+    register_file: ClassVar[str | None] = None
 
     def make_executor(self, **overrides: Any) -> anyexec.Executor:
         raise NotImplementedError  # provided by BackendConformance
@@ -36,8 +39,9 @@ class ContractConformance:
 
     def _exit_script(self, case: str, tmp_path: Path) -> tuple[Any, Path]:
         target = tmp_path / "written"
+        extra = [self.register_file] if self.register_file else []
         run = run_script(["-m", "anyexec.testing._exit_script", self.backend,
-                          json.dumps(self.options), case, str(target)],
+                          json.dumps(self.options), case, str(target), *extra],
                          timeout=self.script_timeout, grace=15.0)
         assert not run.hung, f"the script did not end by itself: {run.describe()}"
         assert run.returncode == 0, run.describe()
