@@ -45,13 +45,15 @@ class Call(ChainedFuture):
 class CallQueue:
     """Calls submitted and not yet handed to the engine: thread-safe, closable, cancellable.
 
-    ``condition`` guards the queue; a dispatcher thread may wait on it for calls. A call taken
-    with :meth:`take` is marked running (``set_running_or_notify_cancel``), so from then on it
-    can no longer be cancelled; cancelled calls are skipped.
+    ``condition`` guards the queue; it is reentrant, so an owner may hold it around several
+    operations and keep its own state under the same lock, and a dispatcher thread may wait on
+    it for calls. A call taken with :meth:`take` is marked running
+    (``set_running_or_notify_cancel``), so from then on it can no longer be cancelled;
+    cancelled calls are skipped.
     """
 
     def __init__(self) -> None:
-        self.condition = threading.Condition(threading.Lock())
+        self.condition = threading.Condition(threading.RLock())
         self._calls: deque[Call] = deque()
         self.closed = False
 
@@ -66,16 +68,20 @@ class CallQueue:
             self.condition.notify()
         return call
 
-    def take(self, *, wait: bool = False) -> Call | None:
+    def take(self, *, wait: bool = False, mark_running: bool = True) -> Call | None:
         """The next call that was not cancelled, marked running; None when there is none.
 
-        With ``wait``, block until a call arrives or the queue is closed (then None).
+        With ``wait``, block until a call arrives or the queue is closed (then None). With
+        ``mark_running=False`` the call stays cancellable: the owner marks it running when it
+        really starts (a thread pool that starts it later).
         """
         with self.condition:
             while True:
                 while self._calls:
                     call = self._calls.popleft()
-                    if call.set_running_or_notify_cancel():
+                    if not mark_running and not call.cancelled():
+                        return call
+                    if mark_running and call.set_running_or_notify_cancel():
                         return call
                 if not wait or self.closed:
                     return None
