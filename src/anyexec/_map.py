@@ -158,7 +158,9 @@ def crash_message(ex: Any, where: str, exc: BaseException) -> str:
     """
     what = " ".join(str(exc).split()).rstrip(".")  # engines' messages may span lines
     if isinstance(exc, WorkerCrashedError):
-        return f"a worker of backend {ex.backend!r} failed while running {where}: {what}."
+        # A death one of the items may have caused: say whether the executor still works.
+        hint = f" {ex._recovery_hint()}" if exc.item_specific else ""
+        return f"a worker of backend {ex.backend!r} failed while running {where}: {what}.{hint}"
     return (f"a worker of backend {ex.backend!r} failed while running {where}: "
             f"{type(exc).__name__}: {what}. Likely causes: {LIKELY_CAUSES}. "
             f"{ex._recovery_hint()}")
