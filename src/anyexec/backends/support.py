@@ -28,6 +28,7 @@ import it.
 from __future__ import annotations
 
 from anyexec._futures import ChainedFuture, fail, settle_from, succeed
+from anyexec._wire import pack_outcome, unpack_outcome
 from anyexec.backends._calls import SHUTDOWN_MESSAGE, Call, CallQueue
 from anyexec.backends._checks import (
     check_amount,
@@ -38,7 +39,6 @@ from anyexec.backends._checks import (
 )
 from anyexec.backends._crash import LIKELY_CAUSES, crash_error
 from anyexec.backends._marks import WorkerMarks, running
-from anyexec.backends._outcome import pack_outcome, unpack_outcome
 from anyexec.backends._pids import alive, kill
 from anyexec.backends._pool_backend import PoolBackend
 from anyexec.backends._triage import RerunAlone

@@ -112,7 +112,7 @@ class ContractConformance:
             with pytest.warns(anyexec.AnyexecWarning, match="never ran"):
                 del results
             closed = ex.map(tasks.square, range(1000))
-            closed.close()  # type: ignore[attr-defined]
+            closed.close()
             del closed  # closed on purpose: no warning (pytest's filterwarnings would show it)
         finally:
             ex.shutdown(wait=True)
@@ -120,7 +120,7 @@ class ContractConformance:
     def test_a_map_timeout_says_what_happened_to_running_tasks(self) -> None:
         ex = self.make_executor()
         try:
-            if getattr(ex._backend, "runs_in_caller", False):
+            if ex.hooks.runs_in_caller:
                 pytest.skip("tasks run inside submit(): nothing runs when the timeout fires")
             results = ex.map(tasks.sleep_then_return, [0, 1], [3.0, 3.0], chunksize=1,
                              timeout=0.5)
