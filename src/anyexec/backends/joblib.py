@@ -37,6 +37,7 @@ from anyexec.backends.support import (
     RerunAlone,
     WorkerMarks,
     check_choice,
+    children,
     fail,
     kill,
     pack_outcome,
@@ -557,26 +558,13 @@ class _LokyRounds(_Dispatcher):
         job.release()
 
 
-def _is_child(pid: int) -> bool:
-    """Whether ``pid`` is a child of this process (loky workers are)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rpartition(")")[2].split()[1]) == os.getpid()
-    except (OSError, ValueError, IndexError):
-        # No /proc (macOS): trust the PID, which this executor saw recently.
-        return os.path.exists("/proc") is False
-
-
-def _loky_workers() -> set[int]:
-    """This process's loky worker processes (Linux: found through /proc)."""
+def _loky_workers(mine: set[int]) -> set[int]:
+    """This process's loky worker processes, of ``children()``."""
     found: set[int] = set()
-    with contextlib.suppress(OSError):
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or not _is_child(int(entry)):
-                continue
-            with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as cmd:
-                if b"popen_loky_posix" in cmd.read():
-                    found.add(int(entry))
+    for pid in mine:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as cmd:
+            if b"popen_loky_posix" in cmd.read():
+                found.add(pid)
     return found
 
 
@@ -645,9 +633,12 @@ class JoblibBackend:
         # Workers seen running our calls, plus loky workers that may not have reported yet
         # (still starting, or holding a call that did not start): on Ctrl-C the shared loky
         # pool goes down anyway, and loky's exit handler would wait for its running calls.
-        pids = self._dispatcher.worker_pids() | _loky_workers()
+        if not os.path.isdir("/proc"):  # macOS: trust the PIDs, which we saw recently
+            kill(self._dispatcher.worker_pids())
+            return
+        mine = children()
         # A PID seen long ago may belong to another process by now: only our children.
-        kill(pid for pid in pids if _is_child(pid))
+        kill((self._dispatcher.worker_pids() | _loky_workers(mine)) & mine)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._dispatcher.close(cancel_queued=cancel_futures)

@@ -16,7 +16,8 @@ chores, which live here once:
 - :func:`pack_outcome`, :func:`unpack_outcome`: a call's outcome as bytes, for engines that
   must only see data.
 - :class:`WorkerMarks`, :func:`running`: which worker process runs which call.
-- :func:`alive`, :func:`kill`: process liveness and SIGKILL by PID.
+- :func:`alive`, :func:`kill`, :func:`children`, :func:`kill_trees`: process liveness, SIGKILL
+  by PID, this process's children, and killing whole process trees at once.
 - :func:`crash_error`, :data:`LIKELY_CAUSES`: one wording for a worker that died.
 - :func:`worker_count`, :func:`check_choice`, :func:`check_int`, :func:`check_amount`,
   :func:`check_amounts`: option checks whose errors say what is accepted.
@@ -39,7 +40,7 @@ from anyexec.backends._checks import (
 )
 from anyexec.backends._crash import LIKELY_CAUSES, crash_error
 from anyexec.backends._marks import WorkerMarks, running
-from anyexec.backends._pids import alive, kill
+from anyexec.backends._pids import alive, children, kill, kill_trees
 from anyexec.backends._pool_backend import PoolBackend
 from anyexec.backends._triage import RerunAlone
 
@@ -57,9 +58,11 @@ __all__ = [
     "check_amounts",
     "check_choice",
     "check_int",
+    "children",
     "crash_error",
     "fail",
     "kill",
+    "kill_trees",
     "pack_outcome",
     "running",
     "settle_from",
