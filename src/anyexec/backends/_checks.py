@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import math
 import os
-import typing
 from collections.abc import Mapping
-from typing import Any
+
+from anyexec._record import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["check_amount", "check_amounts", "check_choice", "check_int", "worker_count"]
 
@@ -21,8 +24,8 @@ def worker_count(max_workers: object, *, origin: str, default: int | None = None
     from anyexec._selection import check_max_workers
 
     check_max_workers(max_workers, origin=origin)
-    if max_workers is not None:
-        return typing.cast(int, max_workers)
+    if isinstance(max_workers, int):
+        return max_workers
     return default or os.cpu_count() or 1
 
 
@@ -30,6 +33,8 @@ def check_choice(name: str, value: object, choices: Any, *, origin: str) -> Any:
     """``value`` if it is one of ``choices`` (a ``Literal[...]`` type, or a tuple), else
     ``ValueError`` listing them. Reading the choices from the option's ``Literal`` annotation
     keeps the message, the type checker and the spec-string conversion in agreement."""
+    import typing  # here: the process backends import this module, and typing is slow to load
+
     accepted = typing.get_args(choices) if typing.get_origin(choices) is typing.Literal \
         else tuple(choices)
     if value in accepted and not isinstance(value, bool):
@@ -75,6 +80,5 @@ def check_amounts(name: str, value: object, *, origin: str) -> dict[str, float] 
     if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
         raise ValueError(f"{name} must map resource names to amounts >= 0, for example "
                          f"{{\"GPU\": 1}} (from {origin}); got {value!r}")
-    return {key: typing.cast(float, check_amount(f"{name}[{key!r}]", amount, origin=origin,
-                                                 optional=False))
-            for key, amount in value.items()}
+    return {key: float(amount) for key, amount in value.items()
+            if check_amount(f"{name}[{key!r}]", amount, origin=origin, optional=False) is not None}
