@@ -22,7 +22,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from concurrent.futures import Future
 
 from anyexec._errors import AnyexecWarning, ExecutorShutdownError, SerializationError
-from anyexec._futures import ChainedFuture
+from anyexec._futures import ChainedFuture, fail, succeed
 from anyexec._hooks import read_hooks
 from anyexec._map import MapRequest, failure_exception, source_file, start_map, task_outcome
 from anyexec._record import TYPE_CHECKING
@@ -142,13 +142,11 @@ class _LinkedFuture(ChainedFuture):
             self._settle(value=outcome.values[0])
 
     def _settle(self, value: Any = None, exc: BaseException | None = None) -> None:
-        try:
-            if exc is not None:
-                self.set_exception(exc)
-            else:
-                self.set_result(value)
-        except concurrent.futures.InvalidStateError:
-            pass  # cancelled by the user in the meantime
+        # Unless the user cancelled it in the meantime.
+        if exc is not None:
+            fail(self, exc)
+        else:
+            succeed(self, value)
 
 
 class Executor(concurrent.futures.Executor):

@@ -95,6 +95,14 @@ class BackendHooks:
             self.terminate()
 
 
+def _flag(owner: str, hook: str, value: Any) -> bool | None:
+    """A boolean hook's value, None when absent; any other type is the plugin's mistake."""
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"{owner}: {hook} must be True or False, got "
+                        f"{type(value).__name__} {value!r}")
+    return value
+
+
 def read_hooks(backend: object, *, name: str) -> BackendHooks:
     """Read and check the optional hooks of ``backend`` (made by backend ``name``).
 
@@ -110,20 +118,14 @@ def read_hooks(backend: object, *, name: str) -> BackendHooks:
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)):
         raise TypeError(f"{owner}: max_workers must be an int >= 1, got "
                         f"{type(workers).__name__} {workers!r}")
-    pickles = read("pickles")
-    if pickles is not None and not isinstance(pickles, bool):
-        raise TypeError(f"{owner}: pickles must be True or False, got "
-                        f"{type(pickles).__name__} {pickles!r}")
+    pickles = _flag(owner, "pickles", read("pickles"))
     overhead = read("task_overhead")
     if overhead is not None and (isinstance(overhead, bool)
                                  or not isinstance(overhead, (int, float))
                                  or not 0 < overhead < float("inf")):
         raise TypeError(f"{owner}: task_overhead must be a positive number of seconds, got "
                         f"{type(overhead).__name__} {overhead!r}")
-    runs_in_caller = read("runs_in_caller")
-    if runs_in_caller is not None and not isinstance(runs_in_caller, bool):
-        raise TypeError(f"{owner}: runs_in_caller must be True or False, got "
-                        f"{type(runs_in_caller).__name__} {runs_in_caller!r}")
+    runs_in_caller = _flag(owner, "runs_in_caller", read("runs_in_caller"))
     share, terminate = read("share"), read("terminate")
     for hook, value in (("share", share), ("terminate", terminate)):
         if value is not None and not callable(value):

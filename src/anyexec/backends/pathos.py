@@ -544,19 +544,18 @@ def _run_local(fn: Callable[..., Any], args: tuple[Any, ...],
 
 def _release(gen: _Generation) -> None:
     """Close and join our own pool and drop it from pathos' registry (``clear``)."""
-    try:
-        gen.pool.close()
-        gen.pool.join()
-        gen.pool.clear()
-    except Exception as exc:
-        log.debug("anyexec: releasing a pathos pool failed (%r)", exc)
+    _close_pool(gen, "releasing", gen.pool.close)
 
 
 def _retire(gen: _Generation) -> None:
     """Stop a broken or abandoned pool at once and drop it from pathos' registry."""
+    _close_pool(gen, "retiring", gen.pool.terminate)
+
+
+def _close_pool(gen: _Generation, doing: str, stop: Callable[[], Any]) -> None:
     try:
-        gen.pool.terminate()
+        stop()
         gen.pool.join()
         gen.pool.clear()
     except Exception as exc:
-        log.debug("anyexec: retiring a pathos pool failed (%r)", exc)
+        log.debug("anyexec: %s a pathos pool failed (%r)", doing, exc)
