@@ -237,18 +237,21 @@ class TestRay(BackendConformance):
             assigned = ex.submit(lambda: ray.get_runtime_context().get_assigned_resources())
             assert assigned.result(timeout=60).get("CPU") == 2.0
 
-    def test_the_function_is_shared_once_per_map_not_once_per_chunk(self):
+    def test_the_function_is_shared_once_per_map_not_once_per_chunk(
+            self, monkeypatch: pytest.MonkeyPatch):
+        from anyexec.backends.ray import RayBackend
+
         big = bytes(2_000_000)
+        real_share = RayBackend.share
+        shared: list[object] = []
+
+        def counting_share(backend: RayBackend, obj: object) -> object:
+            shared.append(obj)
+            return real_share(backend, obj)
+
+        # The executor reads its backend's hooks once, when it is created.
+        monkeypatch.setattr(RayBackend, "share", counting_share)
         with anyexec.get_executor("ray", max_workers=2) as ex:
-            backend: Any = ex._backend
-            real_share = backend.share
-            shared: list[object] = []
-
-            def counting_share(obj: object) -> object:
-                shared.append(obj)
-                return real_share(obj)
-
-            backend.share = counting_share
             fn = partial(tasks.add, y=len(big))
             assert list(ex.map(fn, range(30), chunksize=1)) == [x + 2_000_000 for x in range(30)]
         assert len(shared) == 1
