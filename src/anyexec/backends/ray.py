@@ -29,7 +29,6 @@ call fails with :class:`RayClusterLostError` and the executor's own connection i
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import math
@@ -39,10 +38,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from anyexec._errors import WorkerCrashedError
+from anyexec.backends.support import (
+    Call,
+    CallQueue,
+    check_amount,
+    check_amounts,
+    fail,
+    succeed,
+    worker_count,
+)
 
 if TYPE_CHECKING:
     from ray import ObjectRef
@@ -51,6 +59,7 @@ __all__ = ["RayBackend", "RayClusterLostError"]
 
 # Ray's switch between "cluster" networking (the machine's IP) and loopback-only networking.
 _LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_ORIGIN = "the ray backend"
 # Seconds a reading of a joined cluster's size is reused: the core reads max_workers at every
 # chunk, and the dispatcher looks again this often for workers that joined.
 _RESIZE_EVERY = 1.0
@@ -95,50 +104,6 @@ def _current_gcs_address() -> str | None:
         return None
 
 
-class _Job:
-    """One submitted call: waits in the local queue, then runs as one Ray task."""
-
-    __slots__ = ("args", "fn", "future", "kwargs", "ref")
-
-    def __init__(self, future: _RayFuture, fn: Callable[..., Any], args: tuple[Any, ...],
-                 kwargs: dict[str, Any]) -> None:
-        self.future = future
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-        self.ref: ObjectRef[Any] | None = None
-
-
-class _RayFuture(Future[Any]):
-    """A future that is cancellable while its call waits in the local queue.
-
-    It turns ``running`` when the call is handed to Ray, after which ``cancel()`` returns
-    False, as for a started task on the stdlib's pools.
-    """
-
-    def __init__(self, backend: RayBackend) -> None:
-        super().__init__()
-        self._backend = backend
-        self.job: _Job | None = None
-
-    def cancel(self) -> bool:
-        if not super().cancel():
-            return False
-        job = self.job
-        if job is not None:
-            self._backend._withdraw(job)
-        return True
-
-    def settle(self, value: Any = None, exc: BaseException | None = None) -> None:
-        try:
-            if exc is not None:
-                self.set_exception(exc)
-            else:
-                self.set_result(value)
-        except InvalidStateError:
-            pass  # cancelled in the meantime: the outcome is no longer wanted
-
-
 def _lost_message(address: str) -> str:
     return (f"lost the Ray cluster: its head node (the GCS at {address}) stopped answering "
             "(the head node's processes stopped, or the network to it failed), so the outcome "
@@ -170,15 +135,6 @@ def _in_ray_task(ray: Any) -> bool:
         return bool(ray.get_runtime_context().worker.mode == ray.WORKER_MODE)
     except Exception:
         return False
-
-
-def _check_amount(name: str, value: float | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"ray option {name} must be a number >= 0 or None, got {value!r}")
-    if value < 0:
-        raise ValueError(f"ray option {name} must be >= 0 (per task), got {value}")
 
 
 class RayBackend:
@@ -216,22 +172,13 @@ class RayBackend:
                  num_cpus: float | None = None, num_gpus: float | None = None,
                  resources: dict[str, float] | None = None,
                  runtime_env: dict[str, Any] | None = None) -> None:
-        if max_workers is not None and (
-            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
-        ):
-            raise ValueError(f"ray option max_workers must be an int >= 1 or None, "
-                             f"got {max_workers!r}")
+        worker_count(max_workers, origin=_ORIGIN)  # checked before Ray starts
         if address is not None and (not isinstance(address, str) or not address.strip()):
             raise ValueError(f"ray option address must be 'HOST:PORT', 'auto' or "
                              f"'ray://HOST:PORT', got {address!r}")
-        _check_amount("num_cpus", num_cpus)
-        _check_amount("num_gpus", num_gpus)
-        if resources is not None:
-            if not isinstance(resources, dict):
-                raise TypeError(f"ray option resources must be a dict of name -> amount, got "
-                                f"{type(resources).__name__}")
-            for key, amount in resources.items():
-                _check_amount(f"resources[{key!r}]", amount)
+        check_amount("num_cpus", num_cpus, origin=_ORIGIN)
+        check_amount("num_gpus", num_gpus, origin=_ORIGIN)
+        check_amounts("resources", resources, origin=_ORIGIN)
         if runtime_env is not None and not isinstance(runtime_env, dict):
             raise TypeError(f"ray option runtime_env must be a dict, got "
                             f"{type(runtime_env).__name__}")
@@ -260,7 +207,8 @@ class RayBackend:
         self._cap = max_workers
         self._live = not local_ray
         self._size_read = (0.0, 1)  # (monotonic time, workers) of the last reading
-        self._fixed_workers: int = max_workers or ((os.cpu_count() or 1) if local_ray else 1)
+        self._fixed_workers = worker_count(max_workers, origin=_ORIGIN,
+                                           default=None if local_ray else 1)
         # Calls handed to Ray at once (see the module docstring): twice max_workers only where
         # Ray itself keeps the bound: a local Ray we started, whose CPUs allow at most
         # max_workers of our tasks. Never with num_cpus=0 (Ray would run them all at once),
@@ -287,11 +235,11 @@ class RayBackend:
             # Ray was initialised without our runtime_env: give it to every task instead.
             self._task_options["runtime_env"] = runtime_env
         self._remotes: dict[Callable[..., Any], Any] = {}
-        self._cond = threading.Condition(threading.RLock())
-        self._queue: collections.deque[_Job] = collections.deque()
-        self._in_flight = 0
-        self._jobs: set[_Job] = set()
-        self._closed = False
+        # Calls waiting for a slot; cancelling one there costs nothing (it is skipped).
+        self._queue = CallQueue()
+        self._cond = self._queue.condition  # also guards _running
+        # Calls handed to Ray (or being handed), with their ObjectRef once it exists.
+        self._running: dict[Call, ObjectRef[Any] | None] = {}
         self._released = False
         self._releasing = threading.Lock()  # held while one caller shuts our Ray down
         self._gcs = _current_gcs_address()  # None on Ray Client: not watched
@@ -335,7 +283,7 @@ class RayBackend:
             if runtime_env:
                 kwargs["runtime_env"] = runtime_env
             if self._address is None:
-                workers = max_workers or os.cpu_count() or 1
+                workers = worker_count(max_workers, origin=_ORIGIN)
                 # Sized so that max_workers tasks run at once even beyond the physical cores
                 # (I/O-bound work). No dashboard: nobody asked for a web server.
                 # address="local": a new Ray, never a stray `ray start` cluster found on disk.
@@ -424,28 +372,24 @@ class RayBackend:
     # -- running -------------------------------------------------------------------------
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        future = _RayFuture(self)
-        job = _Job(future, fn, args, kwargs)
-        future.job = job
         with self._cond:
-            if self._closed:
-                raise RuntimeError("cannot schedule new futures after shutdown (ray backend)")
-            if self._lost or (self._gcs is not None and _Session.lost == self._gcs):
+            lost = self._lost or (self._gcs is not None and _Session.lost == self._gcs)
+            if lost and not self._queue.closed:
                 # (Another executor sharing the connection saw the loss and closed it.)
-                future.set_exception(self._cluster_lost())
-                return future
-            self._jobs.add(job)
-            if self._in_flight < self._window and not self._queue:
-                self._in_flight += 1
-                launch = True
-            else:
-                self._queue.append(job)
-                launch = False
-                if self._live:
-                    self._cond.notify_all()  # the dispatcher now looks at the size every second
+                call = Call(fn, args, kwargs)
+                fail(call, self._cluster_lost())
+                return call
+            call = self._queue.put(fn, args, kwargs)  # RuntimeError once shut down
+            # A free slot and nobody ahead: hand it over from here, without a thread switch.
+            launch = len(self._queue) == 1 and len(self._running) < self._window
+            if launch:
+                self._queue.take()  # this call, the only one queued: marked running
+                self._running[call] = None
+            elif self._live:
+                self._cond.notify_all()  # the dispatcher now looks at the size every second
         if launch:
-            self._launch(job)
-        return future
+            self._launch(call)
+        return call
 
     def share(self, obj: Any) -> Any:
         """Put ``obj`` in Ray's object store once; tasks given the ref receive ``obj``."""
@@ -462,30 +406,29 @@ class RayBackend:
             self._remotes[fn] = remote
         return remote
 
-    def _launch(self, job: _Job) -> None:
-        """Hand a job to Ray; its slot (``_in_flight``) is already reserved."""
-        future = job.future
-        try:
-            if not future.set_running_or_notify_cancel():
-                self._done(job)  # cancelled while it waited
-                return
-        except RuntimeError:
-            return  # already failed: the cluster was lost meanwhile
+    def _launch(self, call: Call) -> None:
+        """Hand a call (taken from the queue, so running) to Ray; its slot is reserved."""
         if self._released:
             # terminate() shut our Ray down; a remote call now would start a new Ray.
-            self._done(job)
-            future.settle(exc=RuntimeError("the executor was terminated"))
+            self._done(call)
+            fail(call, RuntimeError("the executor was terminated"))
             return
         try:
-            ref = self._remote(job.fn).remote(*job.args, **job.kwargs)
+            assert call.fn is not None  # released only once handed over
+            ref = self._remote(call.fn).remote(*call.args, **call.kwargs)
         except BaseException as exc:
-            self._done(job)
-            future.settle(exc=exc)
+            self._done(call)
+            fail(call, exc)
             return
-        job.ref = ref
-        ref.future().add_done_callback(lambda ray_future: self._finished(job, ray_future))
+        call.release()  # Ray holds the arguments now
+        with self._cond:
+            if call not in self._running:
+                return  # the cluster was lost meanwhile: the call has failed
+            self._running[call] = ref
+        # Never as call.inner: cancelling that would settle our call with CancelledError.
+        ref.future().add_done_callback(lambda ray_future: self._finished(call, ray_future))
 
-    def _finished(self, job: _Job, ray_future: Future[Any]) -> None:
+    def _finished(self, call: Call, ray_future: Future[Any]) -> None:
         exc = ray_future.exception()
         if exc is not None and self._endpoint is not None and not self._lost \
                 and not _answers(self._endpoint):
@@ -493,51 +436,51 @@ class RayBackend:
             # tasks fail at once; those on other nodes would wait in vain).
             self._lose()
             return
-        if not self._done(job):
+        if not self._done(call):
             return  # abandoned by terminate()
         if exc is not None:
-            job.future.settle(exc=exc)
+            fail(call, exc)
         else:
-            job.future.settle(value=ray_future.result())
+            succeed(call, ray_future.result())
 
-    def _done(self, job: _Job) -> bool:
-        """Free the job's slot; False if terminate() already did."""
+    def _done(self, call: Call) -> bool:
+        """Free the call's slot; False if terminate() or a lost cluster already did."""
         with self._cond:
-            if job not in self._jobs:
+            if self._running.pop(call, False) is False:
                 return False
-            self._in_flight -= 1
-            self._jobs.discard(job)
             self._cond.notify_all()
             return True
 
     def _dispatch(self) -> None:
-        """Move queued jobs to Ray as slots free up (never from Ray's callback thread)."""
+        """Move queued calls to Ray as slots free up (never from Ray's callback thread)."""
         while True:
             if self._live:
                 self._refresh_size()  # outside the lock: it may block while the GCS is away
-            job: _Job | None = None
+            call: Call | None = None
             with self._cond:
-                while self._queue and self._queue[0].future.cancelled():
-                    self._jobs.discard(self._queue.popleft())
-                if self._queue and self._in_flight < self._window:
-                    job = self._queue.popleft()
-                    self._in_flight += 1
-                elif self._closed and not self._queue:
-                    self._cond.notify_all()
-                    return
-                else:
+                if not self._lost and len(self._running) < self._window:
+                    call = self._queue.take()  # skips cancelled calls
+                    if call is not None:
+                        self._running[call] = None
+                if call is None:
+                    if self._queue.closed and not self._queue:
+                        self._cond.notify_all()
+                        return
+                    if not self._queue:
+                        self._cond.notify_all()  # cancelled calls dropped: maybe idle now
                     # On a Ray we joined, look again every second, while calls are out, for
                     # nodes that joined (the core reads max_workers to size its window).
-                    self._cond.wait(_RESIZE_EVERY if self._live and self._jobs else None)
-            if job is not None:
-                self._launch(job)
+                    busy = self._running or self._queue
+                    self._cond.wait(_RESIZE_EVERY if self._live and busy else None)
+            if call is not None:
+                self._launch(call)
 
     def _watch(self, endpoint: tuple[str, int]) -> None:
         """While calls are out, check every second that the GCS accepts connections."""
         down_since: float | None = None
         while not self._stopped.wait(_PROBE_EVERY):
             with self._cond:
-                if not self._jobs:
+                if not self._running and not self._queue:
                     down_since = None
                     continue
             if _answers(endpoint):
@@ -556,11 +499,10 @@ class RayBackend:
 
         with self._cond:
             self._lost = True
-            jobs = list(self._jobs)
-            self._jobs.clear()
-            self._queue.clear()
-            self._in_flight = 0
+            running = list(self._running)
+            self._running.clear()
             self._cond.notify_all()
+        self._queue.fail_queued(self._cluster_lost())
         with _Session.lock:
             # Disconnect now if the connection is ours: Ray otherwise ends the whole process
             # gcs_rpc_server_reconnect_timeout_s (60 s by default) after losing the GCS. Not
@@ -572,18 +514,11 @@ class RayBackend:
         if disconnect:
             threading.Thread(target=ray.shutdown, name="anyexec-ray-disconnect",
                              daemon=True).start()
-        for job in jobs:
-            job.future.settle(exc=self._cluster_lost())
+        for call in running:
+            fail(call, self._cluster_lost())
 
     def _cluster_lost(self) -> RayClusterLostError:
         return RayClusterLostError(_lost_message(self._gcs or "its address"))
-
-    def _withdraw(self, job: _Job) -> None:
-        """A queued job's future was cancelled: drop it from the queue."""
-        with self._cond, contextlib.suppress(ValueError):
-            self._queue.remove(job)
-            self._jobs.discard(job)
-            self._cond.notify_all()
 
     # -- stopping ------------------------------------------------------------------------
 
@@ -594,27 +529,20 @@ class RayBackend:
         it, which stops its workers; tasks already on any other Ray run to their end, unobserved.
         """
         with self._cond:
-            queued = list(self._queue)
-            running = [job for job in self._jobs if job.ref is not None]
-            for job in running:
-                self._jobs.discard(job)
-                self._in_flight -= 1
+            running = [call for call, ref in self._running.items() if ref is not None]
+            for call in running:
+                del self._running[call]
+            while (queued := self._queue.take(mark_running=False)) is not None:
+                queued.cancel()
             self._cond.notify_all()
-        for job in queued:
-            job.future.cancel()
-        for job in running:
-            job.future.settle(exc=RuntimeError("abandoned: the executor was terminated"))
+        for call in running:
+            fail(call, RuntimeError("abandoned: the executor was terminated"))
         if self._owns_session and self._address is None:
             self._release_session()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        with self._cond:
-            already = self._closed
-            self._closed = True
-            queued = list(self._queue) if cancel_futures else []
-            self._cond.notify_all()
-        for job in queued:
-            job.future.cancel()
+        already = self._queue.closed
+        self._queue.close(cancel_queued=cancel_futures)
         if already and not wait:
             return
         if wait:
@@ -627,7 +555,7 @@ class RayBackend:
 
     def _wait_idle(self) -> None:
         with self._cond:
-            while self._jobs or self._queue:
+            while self._running or self._queue:
                 self._cond.wait()
             if self._lost:
                 return  # the dispatcher may be blocked in Ray until Ray ends the process
