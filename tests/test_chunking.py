@@ -25,6 +25,16 @@ def test_tiny_tasks_grow_into_large_chunks_but_not_past_the_cap() -> None:
     assert sizes[1:4] == [8, 64, 512]
 
 
+def test_input_of_known_length_is_not_held_to_the_cap_for_endless_input() -> None:
+    # A finite input: chunks as large as balancing allows, not hundreds of 4,096-item chunks
+    # whose per-chunk cost in the caller would compete with the workers for the CPU.
+    chunker = Chunker(fixed=None, target_seconds=0.02, workers=2, total=200_000)
+    sizes = _drive(chunker, 1e-7, 200_000)
+    assert sizes[1:4] == [8, 64, 512]  # the same geometric growth
+    assert max(sizes) > 4_096
+    assert len(sizes) < 25
+
+
 def test_costlier_engines_get_a_larger_cap() -> None:
     cheap = Chunker(fixed=None, target_seconds=0.02, workers=2, total=None)
     costly = Chunker(fixed=None, target_seconds=0.5, workers=2, total=None)
