@@ -43,7 +43,7 @@ class Chunker:
     """Chooses the size of each chunk; a fixed ``chunksize`` disables adaptation."""
 
     def __init__(self, *, fixed: int | None, target_seconds: float, workers: int,
-                 total: int | None) -> None:
+                 total: int | None, per_item: float | None = None) -> None:
         self._fixed = fixed
         self._target = target_seconds
         self._workers = max(1, workers)
@@ -53,6 +53,19 @@ class Chunker:
         scale = max(1.0, target_seconds / _BASE_TARGET)
         self._max = _MAX_CHUNK if total is not None else \
             min(_MAX_CHUNK, int(_BASE_MAX_CHUNK * scale))
+        if per_item is not None and fixed is None:
+            # What an earlier map of the same function measured: start one growth step below
+            # the size it settled on instead of from single items. A map whose calls turn out
+            # slower than that map's starts with chunks of at most 1/8 of the target; slow
+            # calls (over target / 8 each) still start one per chunk.
+            self._per_item = max(per_item, 1e-8)
+            wanted = int(target_seconds / self._per_item)
+            self._size = max(1, min(wanted, self._max) // _GROWTH)
+
+    @property
+    def per_item(self) -> float | None:
+        """The current estimate of one call's duration on a worker (None: nothing measured)."""
+        return None if self._fixed is not None else self._per_item
 
     def next_size(self, pulled: int) -> int:
         """Size of the next chunk, given that ``pulled`` items were taken so far."""
