@@ -11,9 +11,12 @@ chunk on the cheapest engines: that keeps the caller's memory flat (65,536 grew 
 15-30 MB on a million-item generator); engines with a costlier task (Ray, Dask: a larger
 ``target``) get a proportionally larger cap. Input of known length is finite and already
 bounded per chunk by the guided self-scheduling below, so it gets the largest cap: each chunk
-costs the caller ~0.1 ms of its own CPU on ``processes`` (the CPU the workers need on a small
-machine), and 200,000 trivial calls in 58 chunks of at most 4,096 took 1.1-1.3x
-``Pool.map``'s 8 chunks of 25,000, against 0.9-1.0x in 19 chunks (docs/benchmarks.md).
+costs the caller ~0.13 ms of its own CPU on ``processes`` (the CPU the workers need on a small
+machine). 200,000 trivial calls in fixed chunks of 4,096 took 1.08x ``Pool.map``'s 8 chunks
+of 25,000, in chunks of 16,384 0.89x (docs/benchmarks.md, "The tiny-task figure").
+
+A map can start from an earlier map's measured call duration (``per_item``): the executor
+remembers it for the last function it mapped, so repeated maps skip the ramp from single items.
 """
 
 from __future__ import annotations
