@@ -549,8 +549,9 @@ def _learn(ex: Any, fn: Callable[..., Any], per_item: float | None) -> None:
     """Remember the last function's measured call duration on its executor.
 
     So that the next map of it starts with chunks of about the right size: on 200,000 trivial
-    calls the ramp from single items took 2-5 ms of a 30 ms map (docs/benchmarks.md). Only the
-    last function is kept, through a weak reference, as the executor does with its payload.
+    calls the ramp from single items left the workers idle for the first milliseconds of a
+    30 ms map (docs/benchmarks.md, "The tiny-task figure"). Only the last function is kept,
+    through a weak reference, as the executor does with its payload.
     """
     if per_item is None:
         return
