@@ -141,9 +141,14 @@ def verdicts(cases: list[dict[str, Any]], starts: list[dict[str, Any]]) -> list[
             pool = next((r for r in rows if r.label == "Pool.map"), None)
             if pool is not None:
                 ratio = paired_ratio(case, ours, pool)
-                say(ratio <= 1.5, f"tiny/processes ({case['full_n']} calls): anyexec "
+                # The best times: what an idle machine shows (load only adds time, and on a
+                # busy machine it pulls the paired ratios towards 1).
+                best = min(case["times"]["anyexec"]) / min(case["times"]["Pool.map"])
+                rounds = len(case["times"]["anyexec"])
+                say(ratio <= 1.1, f"tiny/processes ({case['full_n']} calls): anyexec "
                                   f"{ours.scaled:.3f} s vs Pool.map {pool.scaled:.3f} s "
-                                  f"(medians), paired ratio {ratio:.2f}x (<= 1.5)")
+                                  f"(medians), paired ratio {ratio:.2f}x over {rounds} rounds "
+                                  f"(<= 1.1), best times {best:.2f}x")
         if wl == "tiny" and be in ("ray", "dask"):
             per_item = next((r for r in rows if r.label.startswith(("one task", "client.map"))),
                             None)

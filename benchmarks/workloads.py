@@ -56,15 +56,19 @@ class Sizes:
     sleep_workers: int
     stream: int  # generator length
     reps: int  # timed repetitions of each variant, alternating
+    tiny_reps: int  # the tiny workload's, where each costs little (see case._EXTRA_REPS_SECONDS)
 
 
 SIZES = {
     "full": Sizes(tiny=200_000, tiny_per_item=2_000, tiny_slow=20_000, cpu=200, sleep=100,
-                  sleep_workers=10, stream=1_000_000, reps=5),
+                  sleep_workers=10, stream=1_000_000, reps=5,
+                  tiny_reps=15),
     # The tiny workload keeps its full size: the chunking target is stated at 200,000 calls.
     "quick": Sizes(tiny=200_000, tiny_per_item=500, tiny_slow=10_000, cpu=100, sleep=100,
-                   sleep_workers=10, stream=200_000, reps=3),
+                   sleep_workers=10, stream=200_000, reps=3,
+                   tiny_reps=9),
     # The CI smoke run: every code path once, as small as it gets; no timing value.
     "smoke": Sizes(tiny=2_000, tiny_per_item=100, tiny_slow=500, cpu=8, sleep=20,
-                   sleep_workers=10, stream=5_000, reps=1),
+                   sleep_workers=10, stream=5_000, reps=1,
+                   tiny_reps=1),
 }

@@ -6,10 +6,17 @@ finished chunk reports how long its calls took on the worker, and the next chunk
 it takes about ``target`` seconds. Growth is geometric (at most 8x per step) so that a few
 fast items at the start cannot produce one huge chunk of slow ones.
 
-Measured on 2 cores (benchmarks/, docs/benchmarks.md): a chunk cap of 4,096 trivial items is
-as fast as 65,536 on ``processes`` and keeps the caller's memory flat on endless input (the
-larger cap grew the parent by 15-30 MB on a million-item generator); engines with a costlier
-task (Ray, Dask: a larger ``target``) get a proportionally larger cap.
+Input of unknown length (a generator, possibly endless) is capped at 4,096 trivial items per
+chunk on the cheapest engines: that keeps the caller's memory flat (65,536 grew the parent by
+15-30 MB on a million-item generator); engines with a costlier task (Ray, Dask: a larger
+``target``) get a proportionally larger cap. Input of known length is finite and already
+bounded per chunk by the guided self-scheduling below, so it gets the largest cap: each chunk
+costs the caller ~0.13 ms of its own CPU on ``processes`` (the CPU the workers need on a small
+machine). 200,000 trivial calls in fixed chunks of 4,096 took 1.08x ``Pool.map``'s 8 chunks
+of 25,000, in chunks of 16,384 0.89x (docs/benchmarks.md, "The tiny-task figure").
+
+A map can start from an earlier map's measured call duration (``per_item``): the executor
+remembers it for the last function it mapped, so repeated maps skip the ramp from single items.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ import math
 __all__ = ["Chunker"]
 
 _GROWTH = 8
-# The cap for the cheapest engines (target 0.02 s, processes); it scales with the target.
+# The cap on input of unknown length for the cheapest engines (target 0.02 s, processes); it
+# scales with the target. Input of known length is capped at _MAX_CHUNK.
 _BASE_MAX_CHUNK = 4_096
 _BASE_TARGET = 0.02
 _MAX_CHUNK = 65_536
@@ -38,7 +46,7 @@ class Chunker:
     """Chooses the size of each chunk; a fixed ``chunksize`` disables adaptation."""
 
     def __init__(self, *, fixed: int | None, target_seconds: float, workers: int,
-                 total: int | None) -> None:
+                 total: int | None, per_item: float | None = None) -> None:
         self._fixed = fixed
         self._target = target_seconds
         self._workers = max(1, workers)
@@ -46,7 +54,21 @@ class Chunker:
         self._size = 1
         self._per_item: float | None = None
         scale = max(1.0, target_seconds / _BASE_TARGET)
-        self._max = min(_MAX_CHUNK, int(_BASE_MAX_CHUNK * scale))
+        self._max = _MAX_CHUNK if total is not None else \
+            min(_MAX_CHUNK, int(_BASE_MAX_CHUNK * scale))
+        if per_item is not None and fixed is None:
+            # What an earlier map of the same function measured: start one growth step below
+            # the size it settled on instead of from single items. A map whose calls turn out
+            # slower than that map's starts with chunks of at most 1/8 of the target; slow
+            # calls (over target / 8 each) still start one per chunk.
+            self._per_item = max(per_item, 1e-8)
+            wanted = int(target_seconds / self._per_item)
+            self._size = max(1, min(wanted, self._max) // _GROWTH)
+
+    @property
+    def per_item(self) -> float | None:
+        """The current estimate of one call's duration on a worker (None: nothing measured)."""
+        return None if self._fixed is not None else self._per_item
 
     def next_size(self, pulled: int) -> int:
         """Size of the next chunk, given that ``pulled`` items were taken so far."""

@@ -180,6 +180,8 @@ class Executor(concurrent.futures.Executor):
         # The last function sent and its payload: a weak reference, so that the executor never
         # keeps the user's function (and what it carries) alive; see _payload_for.
         self._last_payload: tuple[weakref.ref[Any], PickledCallable] | None = None
+        # The last mapped function and its measured seconds per call (see _map._learn).
+        self._chunk_hint: tuple[weakref.ref[Any], float] | None = None
         from anyexec._worker_setup import build_setup
 
         # Tasks run in worker processes when they are pickled for them or the backend says so.

@@ -14,6 +14,7 @@ import itertools
 import queue
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import CancelledError, Future
 
@@ -222,7 +223,8 @@ class MapRun:
         # Chunks worth about a hundred times the engine's cost of one task.
         target = min(0.5, max(0.002, 100 * hooks.task_overhead))
         self._chunker = Chunker(fixed=req.chunksize, target_seconds=target,
-                                workers=ex.max_workers, total=total)
+                                workers=ex.max_workers, total=total,
+                                per_item=_learned(ex, req.fn))
         # A backend that runs tasks inside submit() (serial) is driven one chunk at a time, on
         # demand: nothing runs ahead of the consumer, and map() itself returns at once.
         self._inline = hooks.runs_in_caller
@@ -456,6 +458,8 @@ class MapRun:
 
     def close(self) -> None:
         """Cancel every task not yet started and release the progress display."""
+        if not self._closed:
+            _learn(self._ex, self._req.fn, self._chunker.per_item)
         self._closed = True
         pending, self._pending = self._pending, {}
         for _task, future in pending.values():
@@ -533,6 +537,28 @@ class ResultIterator(_Chain):
         self._run.close()
         # Like a closed generator, yield nothing more: drop what is left of the current chunk.
         collections.deque(self, maxlen=0)
+
+
+def _learned(ex: Any, fn: Callable[..., Any]) -> float | None:
+    """Seconds per call that the executor's last map of this same function measured."""
+    hint = ex._chunk_hint
+    return hint[1] if hint is not None and hint[0]() is fn else None
+
+
+def _learn(ex: Any, fn: Callable[..., Any], per_item: float | None) -> None:
+    """Remember the last function's measured call duration on its executor.
+
+    So that the next map of it starts with chunks of about the right size: on 200,000 trivial
+    calls the ramp from single items left the workers idle for the first milliseconds of a
+    30 ms map (docs/benchmarks.md, "The tiny-task figure"). Only the last function is kept,
+    through a weak reference, as the executor does with its payload.
+    """
+    if per_item is None:
+        return
+    try:
+        ex._chunk_hint = (weakref.ref(fn), per_item)
+    except TypeError:  # not weak-referenceable (a builtin)
+        ex._chunk_hint = None
 
 
 def _length(iterables: tuple[Iterable[Any], ...]) -> int | None:

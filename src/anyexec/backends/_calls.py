@@ -5,9 +5,13 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from anyexec._futures import ChainedFuture
+from anyexec._record import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    # Only for annotations: the process backends import this module, and typing loads slowly.
+    from typing import Any
 
 __all__ = ["SHUTDOWN_MESSAGE", "Call", "CallQueue"]
 
@@ -29,6 +33,8 @@ class Call(ChainedFuture):
         self.fn: Callable[..., Any] | None = fn
         self.args: tuple[Any, ...] = args
         self.kwargs: dict[str, Any] = kwargs
+        #: The backend's number for the call's current run (free for the backend to use).
+        self.tag = -1
 
     def release(self) -> None:
         """Forget the function and arguments: a settled call must not keep the user's data
@@ -97,10 +103,16 @@ class CallQueue:
         """Refuse new calls; with ``cancel_queued``, cancel the queued ones and return them."""
         with self.condition:
             self.closed = True
-            queued = list(self._calls) if cancel_queued else []
-            if cancel_queued:
-                self._calls.clear()
             self.condition.notify_all()
+        return self.cancel_queued() if cancel_queued else []
+
+    def cancel_queued(self) -> list[Call]:
+        """Cancel every queued call and return them (the queue stays open)."""
+        with self.condition:
+            queued = list(self._calls)
+            self._calls.clear()
+            self.condition.notify_all()
+        # Outside the lock: cancelling runs the future's callbacks (the core's).
         for call in queued:
             call.cancel()
         return queued

@@ -41,11 +41,15 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from anyexec._errors import WorkerCrashedError
+from anyexec._futures import fail, settle_from
 from anyexec._record import TYPE_CHECKING
+from anyexec.backends._calls import Call, CallQueue
+from anyexec.backends._checks import check_choice, check_int, worker_count
+from anyexec.backends._crash import crash_error
 from anyexec.backends._pids import alive, kill
 
 if TYPE_CHECKING:
@@ -86,20 +90,6 @@ def _tracked(token: int, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     return fn(*args, **kwargs)
 
 
-class _Call:
-    """One submitted call: waits in the local queue, then runs in the pool (maybe twice)."""
-
-    __slots__ = ("args", "fn", "future", "kwargs", "token")
-
-    def __init__(self, future: Future[Any], fn: Callable[..., Any], args: Any,
-                 kwargs: Any) -> None:
-        self.future = future
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-        self.token = -1
-
-
 class ProcessesBackend:
     """A process pool of ``max_workers`` processes (default: the CPU count).
 
@@ -114,17 +104,17 @@ class ProcessesBackend:
     def __init__(self, *, max_workers: int | None = None,
                  start_method: Literal["fork", "spawn", "forkserver"] | None = None,
                  max_tasks_per_child: int | None = None) -> None:
-        self.max_workers = max_workers or os.cpu_count() or 1
+        origin = "the processes backend"
+        self.max_workers = worker_count(max_workers, origin=origin)
+        if start_method is not None:
+            check_choice("start_method", start_method, ("fork", "spawn", "forkserver"),
+                         origin=origin)
+        check_int("max_tasks_per_child", max_tasks_per_child, minimum=1, optional=True,
+                  origin=origin)
         capabilities = {"recovers_from_worker_death", "isolated", "interrupts_tasks"}
         if max_tasks_per_child is None:  # otherwise workers are replaced on purpose
             capabilities.add("reuses_workers")
         self.capabilities = frozenset(capabilities)
-        if start_method not in (None, "fork", "spawn", "forkserver"):
-            raise ValueError(
-                f"start_method must be 'fork', 'spawn', 'forkserver' or None, got {start_method!r}"
-            )
-        if max_tasks_per_child is not None and max_tasks_per_child < 1:
-            raise ValueError(f"max_tasks_per_child must be >= 1 or None, got {max_tasks_per_child}")
         self._context = multiprocessing.get_context(start_method)
         self._max_tasks_per_child = max_tasks_per_child
         # Enough calls in the pool that a worker that finishes finds its next one waiting; the
@@ -134,44 +124,38 @@ class ProcessesBackend:
         # 2 x max_workers 1.50-1.62x Pool.map, this 1.30-1.44x, 4 x max_workers 1.19-1.40x
         # but then a closed map's whole window has already been handed over.
         self._limit = 2 * self.max_workers + 1
-        self._cond = threading.Condition(threading.RLock())
-        self._queue: collections.deque[_Call] = collections.deque()
+        self._queue = CallQueue()
+        # The queue's (reentrant) lock guards the pool state too.
+        self._cond = self._queue.condition
         # Calls that already ran once and lost their pool to another call's crash: first.
-        self._again: collections.deque[_Call] = collections.deque()
+        self._again: collections.deque[Call] = collections.deque()
         self._in_pool = 0
         self._pool: _Pool | None = None
         self._tokens = 0
-        self._closed = False  # shutdown() was called: refuse new calls, never restart
         # Set by terminate(): crashed calls are then failed, never resubmitted.
         self._stopped = False
         self._release_when_idle = False
-        self._finished: queue.SimpleQueue[tuple[_Call, Future[Any], _Pool] | None] = \
+        self._finished: queue.SimpleQueue[tuple[Call, Future[Any], _Pool] | None] = \
             queue.SimpleQueue()
         self._settler: threading.Thread | None = None
 
     # -- caller side ----------------------------------------------------------------------
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        future: Future[Any] = Future()
         with self._cond:
-            if self._closed:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+            call = self._queue.put(fn, args, kwargs)
             if self._stopped and not self._in_pool:
                 self._stopped = False  # after a Ctrl-C the caller may go on: start afresh
-            self._queue.append(_Call(future, fn, args, kwargs))
             self._ensure_settler()
             self._pump()
-        return future
+        return call
 
     def terminate(self) -> None:
         """Kill this pool's workers now (by the PIDs they reported); queued calls never run."""
         with self._cond:
             self._stopped = True
-            queued = list(self._queue)
-            self._queue.clear()
             pool, self._pool = self._pool, None
-        for call in queued:
-            call.future.cancel()
+        self._queue.cancel_queued()
         if pool is not None:
             pool.kill_workers()
             pool.close(wait=True)
@@ -182,14 +166,7 @@ class ProcessesBackend:
         Callable again: a ``shutdown(wait=True)`` after ``shutdown(wait=False)`` waits for the
         calls still running (the executor's exit hook relies on that).
         """
-        with self._cond:
-            self._closed = True
-            queued: list[_Call] = []
-            if cancel_futures:
-                queued = list(self._queue)
-                self._queue.clear()
-        for call in queued:
-            call.future.cancel()
+        self._queue.close(cancel_queued=cancel_futures)
         if not wait or threading.current_thread() is self._settler:
             with self._cond:
                 self._release_when_idle = True
@@ -210,30 +187,27 @@ class ProcessesBackend:
 
     def _pump(self) -> None:
         """Hand queued calls to the pool while it has room. Never called from its callbacks."""
-        while self._in_pool < self._limit and (self._again or self._queue):
-            if self._again:
-                call = self._again.popleft()
-            else:
-                call = self._queue.popleft()
-                # From here on the call is the pool's: it can no longer be cancelled.
-                if not call.future.set_running_or_notify_cancel():
-                    continue
+        while self._in_pool < self._limit:
+            # From here on the call is the pool's: it can no longer be cancelled.
+            call = self._again.popleft() if self._again else self._queue.take()
+            if call is None:
+                return
             self._send(call)
 
-    def _send(self, call: _Call) -> None:
+    def _send(self, call: Call) -> None:
         if self._pool is None:
             self._pool = self._new_pool()
         self._tokens += 1
-        call.token = self._tokens
+        call.tag = self._tokens
+        fn, args, kwargs = call.fn, call.args, call.kwargs
+        assert fn is not None  # released only once settled
         try:
-            inner = self._pool.executor.submit(_tracked, call.token, call.fn, call.args,
-                                               call.kwargs)
+            inner = self._pool.executor.submit(_tracked, call.tag, fn, args, kwargs)
         except BrokenProcessPool as exc:
             log.debug("anyexec: replacing a broken process pool (%s)", exc)
             self._pool.close(wait=False)
             self._pool = self._new_pool()
-            inner = self._pool.executor.submit(_tracked, call.token, call.fn, call.args,
-                                               call.kwargs)
+            inner = self._pool.executor.submit(_tracked, call.tag, fn, args, kwargs)
         self._in_pool += 1
         pool, finished = self._pool, self._finished
 
@@ -298,7 +272,7 @@ class ProcessesBackend:
             # must be collectable once the program drops it.
             del item
 
-    def _complete(self, call: _Call, inner: Future[Any], pool: _Pool) -> None:
+    def _complete(self, call: Call, inner: Future[Any], pool: _Pool) -> None:
         """Settle one finished call, then hand the pool its next one."""
         # Every task writes one report when it starts: read them as tasks finish, or the
         # pipe fills after a few thousand tasks and the workers block writing to it.
@@ -308,7 +282,7 @@ class ProcessesBackend:
         except Exception:  # a bug here must not stop every later call from settling
             log.exception("anyexec: settling a processes task failed")
         finally:
-            pool.forget(call.token)
+            pool.forget(call.tag)
             with self._cond:
                 self._in_pool -= 1
                 if not self._stopped:
@@ -316,31 +290,25 @@ class ProcessesBackend:
                 self._release_if_idle()
                 self._cond.notify_all()
 
-    def _settle(self, call: _Call, inner: Future[Any], pool: _Pool) -> None:
+    def _settle(self, call: Call, inner: Future[Any], pool: _Pool) -> None:
         exc = inner.exception()
         if isinstance(exc, BrokenProcessPool):
-            pid = pool.worker_of(call.token)
+            pid = pool.worker_of(call.tag)
             if not pool.any_worker_started():
                 exc = WorkersFailedToStartError(_failed_to_start(self._context))
             elif not self._stopped and not pool.died_in_break(pid):
                 # An innocent victim of another task's crash: run it again on a fresh pool.
-                log.debug("anyexec: resubmitting task %d after a worker crash", call.token)
+                log.debug("anyexec: resubmitting task %d after a worker crash", call.tag)
                 with self._cond:
                     self._again.append(call)
                 return
             else:
-                exc = BrokenProcessPool(
-                    f"worker process {pid}, which was running this task, died abruptly "
-                    "(killed by a signal, os._exit(), a segmentation fault, or the "
-                    "out-of-memory killer)"
-                )
-        try:
-            if exc is not None:
-                call.future.set_exception(exc)
-            else:
-                call.future.set_result(inner.result())
-        except InvalidStateError:  # pragma: no cover - the future is RUNNING, not cancellable
-            pass
+                exc = crash_error(pid=pid)
+        if exc is not None:
+            fail(call, exc)
+        else:
+            settle_from(call, inner)
+        call.release()
 
 
 def _failed_to_start(context: Any) -> str:
