@@ -532,9 +532,8 @@ class RayBackend:
             running = [call for call, ref in self._running.items() if ref is not None]
             for call in running:
                 del self._running[call]
-            while (queued := self._queue.take(mark_running=False)) is not None:
-                queued.cancel()
             self._cond.notify_all()
+        self._queue.cancel_queued()
         for call in running:
             fail(call, RuntimeError("abandoned: the executor was terminated"))
         if self._owns_session and self._address is None:
