@@ -134,9 +134,9 @@ def test_a_closed_map_iterator_yields_nothing_more_like_a_closed_generator(backe
     with anyexec.get_executor(backend, max_workers=2) as ex:
         results = ex.map(tasks.square, range(1000), chunksize=100)
         assert next(results) == 0  # in the middle of the first chunk
-        results.close()  # type: ignore[attr-defined]
+        results.close()
         assert list(results) == []
-        results.close()  # type: ignore[attr-defined]  # a second close does nothing
+        results.close()  # a second close does nothing
 
 
 def _children() -> set[int]:

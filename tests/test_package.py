@@ -21,7 +21,8 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
     assert sorted(anyexec.__all__) == sorted([
         "CAPABILITIES", "AnyexecError", "AnyexecWarning", "Backend", "BackendConflictWarning",
         "BackendFactory", "BackendInfo", "BackendUnavailableError", "Executor",
-        "ExecutorShutdownError", "RemoteTraceback", "SerializationError", "TaskTimeoutError",
+        "ExecutorShutdownError", "MapIterator", "RemoteTraceback", "SerializationError",
+        "TaskTimeoutError",
         "UnknownBackendError", "WorkerCrashedError", "WorkerInitializerError", "__version__",
         "available_backends", "get_executor", "in_worker", "register_backend", "use",
     ])

@@ -12,7 +12,7 @@ import pytest
 
 from anyexec._record import Record
 from anyexec._registry import BackendInfo
-from anyexec._worker import ChunkOutcome, Failure
+from anyexec._wire import ChunkOutcome, Failure
 
 
 class Point(Record):

@@ -57,7 +57,7 @@ def test_a_stalled_consumer_stops_the_input() -> None:
         first = next(pulled)
         time.sleep(0.5)
         assert next(pulled) == first + 1, "input kept being pulled while nobody consumed"
-        results.close()  # type: ignore[attr-defined]
+        results.close()
 
 
 @pytest.mark.parametrize("spec", ["processes", "pathos"])

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from anyexec._executor import Executor
-    from anyexec._protocol import CAPABILITIES, Backend, BackendFactory
+    from anyexec._protocol import CAPABILITIES, Backend, BackendFactory, MapIterator
 
 __version__ = "0.1.0"
 
@@ -52,9 +52,10 @@ del _name
 
 
 # Loaded on first use: Executor brings concurrent.futures and the map machinery, the
-# protocols bring typing; together they would triple the cost of `import anyexec`.
+# protocols (and MapIterator) bring typing; together they would triple the cost of `import anyexec`.
 _LAZY = {"Executor": "anyexec._executor", "Backend": "anyexec._protocol",
-         "BackendFactory": "anyexec._protocol", "CAPABILITIES": "anyexec._protocol"}
+         "BackendFactory": "anyexec._protocol", "CAPABILITIES": "anyexec._protocol",
+         "MapIterator": "anyexec._protocol"}
 
 
 def __getattr__(name: str) -> Any:
@@ -84,6 +85,7 @@ __all__ = [
     "BackendUnavailableError",
     "Executor",
     "ExecutorShutdownError",
+    "MapIterator",
     "RemoteTraceback",
     "SerializationError",
     "TaskTimeoutError",

@@ -32,6 +32,8 @@ from anyexec._record import TYPE_CHECKING
 if TYPE_CHECKING:
     from typing import Any
 
+    from anyexec._executor import Executor
+
 __all__ = ["amap"]
 
 # Task ids of MapRun are >= 0; this one wakes the pump thread's wait to stop it.
@@ -164,7 +166,7 @@ def _from_async(source: Any, holder: list[_Channel]) -> Iterator[Any]:
         yield value
 
 
-def amap(ex: Any, fn: Callable[..., Any], iterables: tuple[Any, ...],
+def amap(ex: Executor, fn: Callable[..., Any], iterables: tuple[Any, ...],
          options: dict[str, Any]) -> AsyncIterator[Any]:
     """Validate like ``map`` (errors raise here), then return the async iterator."""
     from anyexec._executor import _validate_map
@@ -179,7 +181,7 @@ def amap(ex: Any, fn: Callable[..., Any], iterables: tuple[Any, ...],
         else:
             sources.append(iterable)
     req: MapRequest = _validate_map(fn, tuple(sources), **options)
-    ex._admit(req, stacklevel=4)
+    ex.admit(req, stacklevel=4)
     channel = _Channel(_StoppableRun(ex, req))
     holder.append(channel)
     return _consume(channel)

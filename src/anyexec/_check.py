@@ -114,7 +114,7 @@ def _check(spec: str, hold: float, result: _Result, stdout: TextIO) -> None:
     # As a context manager: on Ctrl-C the executor stops its workers instead of waiting.
     with ex:
         connect_seconds = time.perf_counter() - started
-        engine = getattr(ex._backend, "engine", None)
+        engine = ex.hooks.engine
         here = {info.name: info for info in anyexec.available_backends().values()}
         info = here.get(ex.backend)
         out = _Lines(stdout)

@@ -18,30 +18,27 @@ import threading
 import types
 import warnings
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from concurrent.futures import Future
 
 from anyexec._errors import AnyexecWarning, ExecutorShutdownError, SerializationError
-from anyexec._futures import ChainedFuture
-from anyexec._map import (
-    MapRequest,
-    decode_outcome,
-    dump_items,
-    failure_exception,
-    source_file,
-    start_map,
-)
+from anyexec._futures import ChainedFuture, fail, succeed
+from anyexec._hooks import read_hooks
+from anyexec._map import MapRequest, failure_exception, source_file, start_map, task_outcome
 from anyexec._record import TYPE_CHECKING
-from anyexec._worker import CALL, InProcessCallable, PickledCallable, run_chunk
+from anyexec._wire import CALL, InProcessCallable, PickledCallable, dump_items
+from anyexec._worker import run_chunk
 
 if TYPE_CHECKING:
     from typing import Any, Literal, TypeVar
 
+    from anyexec._hooks import BackendHooks
+    from anyexec._protocol import Backend, MapIterator
+    from anyexec._selection import Resolved
+
     T = TypeVar("T")
 
 __all__ = ["Executor"]
-
-_DEFAULT_TASK_OVERHEAD = 2e-4
 
 log = logging.getLogger("anyexec")
 
@@ -133,7 +130,7 @@ class _LinkedFuture(ChainedFuture):
             super().cancel()
             return
         try:
-            outcome = decode_outcome(self._ex, inner, "a submitted call")
+            outcome = task_outcome(self._ex, inner, "a submitted call")
         except BaseException as error:
             self._settle(exc=error)
             return
@@ -145,26 +142,25 @@ class _LinkedFuture(ChainedFuture):
             self._settle(value=outcome.values[0])
 
     def _settle(self, value: Any = None, exc: BaseException | None = None) -> None:
-        try:
-            if exc is not None:
-                self.set_exception(exc)
-            else:
-                self.set_result(value)
-        except concurrent.futures.InvalidStateError:
-            pass  # cancelled by the user in the meantime
+        # Unless the user cancelled it in the meantime.
+        if exc is not None:
+            fail(self, exc)
+        else:
+            succeed(self, value)
 
 
 class Executor(concurrent.futures.Executor):
     """Runs callables on one backend with the same semantics everywhere.
 
     Create it with :func:`anyexec.get_executor`. Use it as a context manager, or call
-    :meth:`shutdown` when done. Attributes: ``backend`` (the resolved backend name) and
-    ``max_workers`` (how many tasks run at once).
+    :meth:`shutdown` when done. Read-only attributes: ``backend`` (the resolved backend name),
+    ``max_workers`` (how many tasks run at once), ``capabilities`` and ``pickles``. Members
+    whose docstring starts with "Internal" serve anyexec's own map machinery and may change.
     """
 
     backend: str
 
-    def __init__(self, backend: Any, *, name: str, max_workers: int | None = None,
+    def __init__(self, backend: Backend, *, name: str, max_workers: int | None = None,
                  setup: dict[str, Any] | None = None) -> None:
         for method in ("submit", "shutdown"):
             if not callable(getattr(backend, method, None)):
@@ -174,12 +170,11 @@ class Executor(concurrent.futures.Executor):
                     " -> concurrent.futures.Future and shutdown(wait=True, *, "
                     "cancel_futures=False); any concurrent.futures.Executor qualifies."
                 )
+        # Every optional hook, read and checked once: the core reads none of them elsewhere.
+        self._hooks = hooks = read_hooks(backend, name=name)
         self._backend = backend
         self.backend = name
         self._default_workers = max_workers or os.cpu_count() or 1
-        self._pickles = bool(getattr(backend, "pickles", True))
-        overhead = float(getattr(backend, "task_overhead", _DEFAULT_TASK_OVERHEAD))
-        self._target_chunk_seconds = min(0.5, max(0.002, 100 * overhead))
         self._lock = threading.Lock()
         self._shut = False
         # The last function sent and its payload: a weak reference, so that the executor never
@@ -188,15 +183,15 @@ class Executor(concurrent.futures.Executor):
         from anyexec._worker_setup import build_setup
 
         # Tasks run in worker processes when they are pickled for them or the backend says so.
-        self._setup = build_setup(setup or {}, pickles=self._pickles,
-                                  isolated=self._pickles or "isolated" in self.capabilities,
+        self._setup = build_setup(setup or {}, pickles=hooks.pickles,
+                                  isolated=hooks.pickles or "isolated" in hooks.capabilities,
                                   max_workers=self.max_workers, backend=name)
         from anyexec._shm import available
 
         # Big payloads go to the engine's own store (share) without a copy per task, or else
         # through shared memory.
-        self._store = self._pickles and callable(getattr(backend, "share", None))
-        self._shm = self._pickles and not self._store and available()
+        self._store = hooks.pickles and hooks.share is not None
+        self._shm = hooks.pickles and not self._store and available()
         # Segments written by this executor: removed by shutdown(wait=True), when no task can
         # need them any more, even if a reference cycle in an engine's futures still holds one.
         self._segments: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -208,10 +203,7 @@ class Executor(concurrent.futures.Executor):
     @property
     def max_workers(self) -> int:
         """How many tasks run at once: the backend's current figure (a cluster may grow)."""
-        workers = getattr(self._backend, "max_workers", None)
-        if isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1:
-            return workers
-        return self._default_workers
+        return self._hooks.max_workers() or self._default_workers
 
     @property
     def _max_workers(self) -> int:
@@ -223,11 +215,17 @@ class Executor(concurrent.futures.Executor):
     @property
     def capabilities(self) -> frozenset[str]:
         """What this backend promises beyond the common contract (see ``anyexec.CAPABILITIES``)."""
-        declared: frozenset[str] = frozenset(getattr(self._backend, "capabilities", ()))
-        return declared
+        return self._hooks.capabilities
+
+    @property
+    def pickles(self) -> bool:
+        """Whether tasks cross a process boundary: the function, the arguments and the results
+        are pickled (by the executor, in the caller, so that errors name the item). False on
+        backends that run tasks in the caller's process (``threads``, ``serial``)."""
+        return self._hooks.pickles
 
     @classmethod
-    def _create(cls, resolved: Any) -> Executor:
+    def _create(cls, resolved: Resolved) -> Executor:
         if _exiting:
             # Never start an engine the program is leaving (Ray's auto-init at exit joined
             # another cluster on the machine and hung).
@@ -242,9 +240,26 @@ class Executor(concurrent.futures.Executor):
             backend.shutdown(wait=False, cancel_futures=True)  # an initializer that won't pickle
             raise
 
-    # -- helpers for _map ----------------------------------------------------------------
+    # -- for the map machinery (_map, _amap; internal, not part of the public API) ---------
 
-    def _payload_for(
+    @property
+    def hooks(self) -> BackendHooks:
+        """Internal: the backend's optional hooks, checked when the executor was created."""
+        return self._hooks
+
+    @property
+    def closed(self) -> bool:
+        """Internal: ``shutdown`` was called (or the interpreter is exiting)."""
+        return self._shut
+
+    def submit_chunk(self, payload: Any, items: bytes | list[Any], mode: int,
+                     stop_on_error: bool, task_timeout: float | None = None) -> Future[Any]:
+        """Internal: hand one chunk to the backend (the wire format is ``anyexec._wire``'s)
+        and count it in flight until it is done."""
+        return self._track(self._backend.submit(run_chunk, payload, items, mode, stop_on_error,
+                                                task_timeout))
+
+    def payload_for(
         self, fn: Callable[..., Any]
     ) -> PickledCallable | InProcessCallable | Callable[..., Any]:
         """What the tasks carry for ``fn``: pickled once per function, in the caller.
@@ -255,7 +270,7 @@ class Executor(concurrent.futures.Executor):
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__} {fn!r}")
-        if not self._pickles:
+        if not self._hooks.pickles:
             return fn if self._setup is None else InProcessCallable(fn, self._setup)
         last = self._last_payload
         if last is not None and last[0]() is fn:
@@ -312,17 +327,6 @@ class Executor(concurrent.futures.Executor):
             ) from why
         return PickledCallable(token, bytes(data), path, True, setup)
 
-    def _recovery_hint(self) -> str:
-        if "recovers_from_worker_death" in self.capabilities:
-            return "This executor has replaced its workers; the next call works."
-        return "This executor may be broken: shut it down and create a new one."
-
-    def _interrupted(self) -> None:
-        """Ctrl-C during a map: stop the workers now rather than wait for running tasks."""
-        terminate = getattr(self._backend, "terminate", None)
-        if callable(terminate):
-            terminate()
-
     def _check_open(self) -> None:
         if _exiting:
             raise ExecutorShutdownError(
@@ -372,11 +376,11 @@ class Executor(concurrent.futures.Executor):
         """
         with self._lock:
             self._check_open()
-            payload = self._payload_for(fn)
+            payload = self.payload_for(fn)
             call = [(args, kwargs)]
-            blob: Any = dump_items(call, 0) if self._pickles else call
+            blob: Any = dump_items(call, 0) if self._hooks.pickles else call
             outer = _LinkedFuture(self, fn)
-            outer.link(self._track(self._backend.submit(run_chunk, payload, blob, CALL, True)))
+            outer.link(self.submit_chunk(payload, blob, CALL, True))
             return outer
 
     def map(
@@ -392,7 +396,7 @@ class Executor(concurrent.futures.Executor):
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
         on_error: Literal["raise", "return"] = "raise",
         task_timeout: float | None = None,
-    ) -> Iterator[T]:
+    ) -> MapIterator[T]:
         """Apply ``fn`` to every item (or zipped items) and yield the results.
 
         Semantics on every backend:
@@ -411,19 +415,20 @@ class Executor(concurrent.futures.Executor):
           :class:`TaskTimeoutError` (retried if ``retries`` allows). Backends declaring the
           ``interrupts_tasks`` capability stop the task; the others warn, let it finish and
           discard its result;
-        - closing or dropping the iterator cancels what has not started;
+        - closing (its ``close()``, see :class:`anyexec.MapIterator`) or dropping the iterator
+          cancels what has not started;
         - ``progress=True`` shows a progress bar (tqdm when installed, else a stderr line).
         """
         req = _validate_map(fn, iterables, timeout=timeout, chunksize=chunksize,
                             buffersize=buffersize, ordered=ordered, progress=progress,
                             retries=retries, retry_on=retry_on, on_error=on_error,
                             task_timeout=task_timeout)
-        self._admit(req, stacklevel=3)
+        self.admit(req, stacklevel=3)
         return start_map(self, req)
 
-    def _admit(self, req: MapRequest, *, stacklevel: int) -> None:
-        """Before a ``map`` or ``amap`` starts: refuse it once shut down, and warn when its
-        ``task_timeout`` cannot interrupt a running task on this backend."""
+    def admit(self, req: MapRequest, *, stacklevel: int) -> None:
+        """Internal: before a ``map`` or ``amap`` starts, refuse it once shut down, and warn
+        when its ``task_timeout`` cannot interrupt a running task on this backend."""
         with self._lock:
             self._check_open()
         if req.task_timeout is not None and "interrupts_tasks" not in self.capabilities:
@@ -466,7 +471,7 @@ class Executor(concurrent.futures.Executor):
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         if exc_type is KeyboardInterrupt:
             # Do not wait for running tasks on Ctrl-C: stop the workers and go.
-            self._interrupted()
+            self._hooks.interrupt()
             self.shutdown(wait=False, cancel_futures=True)
         else:
             self.shutdown(wait=True)

@@ -1,15 +1,16 @@
-"""A future that stands for another one, for backends and the core alike."""
+"""Futures for backends and the core alike: one that stands for another, and settling helpers."""
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+import contextlib
+from concurrent.futures import Future, InvalidStateError
 
 from anyexec._record import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["ChainedFuture"]
+__all__ = ["ChainedFuture", "fail", "settle_from", "succeed"]
 
 
 # "Any" as a string: the base is evaluated at run time, where typing is not imported.
@@ -34,3 +35,31 @@ class ChainedFuture(Future["Any"]):
         if inner is not None and not inner.cancel():
             return False
         return super().cancel()
+
+
+def succeed(future: Future[Any], value: Any) -> bool:
+    """Set ``future``'s result unless it is already settled or cancelled; say whether it was set.
+
+    A caller may cancel a future at any moment, so an engine's callback can find it cancelled:
+    that is not an error, the result is simply not wanted any more.
+    """
+    with contextlib.suppress(InvalidStateError):
+        future.set_result(value)
+        return True
+    return False
+
+
+def fail(future: Future[Any], exc: BaseException) -> bool:
+    """Set ``future``'s exception unless it is already settled or cancelled (:func:`succeed`)."""
+    with contextlib.suppress(InvalidStateError):
+        future.set_exception(exc)
+        return True
+    return False
+
+
+def settle_from(future: Future[Any], done: Future[Any]) -> bool:
+    """Give ``future`` the outcome of the finished future ``done`` (cancelled: cancel it)."""
+    if done.cancelled():
+        return future.cancel()
+    exc = done.exception()
+    return fail(future, exc) if exc is not None else succeed(future, done.result())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
-import pickle
 import queue
 import time
 import warnings
@@ -23,43 +22,38 @@ from anyexec._errors import (
     AnyexecWarning,
     ExecutorShutdownError,
     RemoteTraceback,
-    SerializationError,
     WorkerCrashedError,
 )
 from anyexec._progress import make_progress
 from anyexec._record import TYPE_CHECKING, Record
-from anyexec._worker import (
+from anyexec._wire import (
     SINGLE,
     STAR,
     WHOLE_CHUNK,
     ChunkOutcome,
     Failure,
-    _short,
-    dumps_or_none,
-    run_chunk,
+    dump_items,
+    load_outcome,
+    short_repr,
 )
+from anyexec.backends._crash import LIKELY_CAUSES
 
 if TYPE_CHECKING:
     from typing import Any
 
+    from anyexec._executor import Executor
     from anyexec._progress import Progress
+    from anyexec._protocol import MapIterator
 
 __all__ = [
     "MapRequest",
+    "ResultIterator",
     "crash_message",
-    "decode_outcome",
-    "dump_items",
     "failure_exception",
     "source_file",
     "start_map",
+    "task_outcome",
 ]
-
-_CRASH_CAUSES = (
-    "Likely causes: the task called os._exit() or crashed the interpreter (a segmentation "
-    "fault in a C extension), or the worker was killed by a signal or by the out-of-memory "
-    "killer (see 'dmesg')."
-)
-
 
 class MapRequest(Record):
     """Everything ``map`` was asked to do, already validated."""
@@ -110,27 +104,7 @@ def add_note(exc: BaseException, note: str) -> None:
         notes.append(note)
 
 
-def dump_items(items: list[Any], start: int) -> bytes:
-    """Pickle a chunk's call items in the caller, naming the item that cannot be sent."""
-    data = dumps_or_none(items)
-    if data is not None:
-        return data
-    import cloudpickle
-
-    for offset, item in enumerate(items):
-        try:
-            cloudpickle.dumps(item)
-        except Exception as why:
-            raise SerializationError(
-                f"item {start + offset} ({type(item).__name__}) cannot be pickled to send it "
-                f"to a worker ({type(why).__name__}: {why}). Pass plain data, or create the "
-                "object inside the task (locks, sockets, open files and generators cannot "
-                "cross processes); backend 'threads' needs no pickling."
-            ) from why
-    raise SerializationError(f"items {start}..{start + len(items) - 1} cannot be pickled")
-
-
-def decode_outcome(ex: Any, future: Future[Any], where: str) -> ChunkOutcome:
+def task_outcome(ex: Executor, future: Future[Any], where: str) -> ChunkOutcome:
     """The outcome of a finished task; engine failures become anyexec errors naming ``where``."""
     try:
         raw = future.result()
@@ -140,23 +114,15 @@ def decode_outcome(ex: Any, future: Future[Any], where: str) -> ChunkOutcome:
         # The runner catches every exception of the user's code, so anything raised here is
         # the engine losing the task: a dead worker, a lost node, a broken pool.
         raise WorkerCrashedError(crash_message(ex, where, exc)) from exc
-    if isinstance(raw, bytes):
-        try:
-            raw = pickle.loads(raw)
-        except Exception as exc:
-            raise SerializationError(
-                f"the results of {where} arrived but could not be unpickled in the caller "
-                f"({type(exc).__name__}: {exc}); a result or exception class is probably not "
-                "importable here, or its __reduce__ is broken."
-            ) from exc
-    if raw.logs:  # forward_logs=True (anyexec._worker_logs)
+    outcome = load_outcome(raw, where)
+    if outcome.logs:  # forward_logs=True (anyexec._worker_logs)
         from anyexec._worker_logs import replay
 
-        replay(raw.logs)
-    return raw  # type: ignore[no-any-return]
+        replay(outcome.logs)
+    return outcome
 
 
-def crash_message(ex: Any, where: str, exc: BaseException) -> str:
+def crash_message(ex: Executor, where: str, exc: BaseException) -> str:
     """Say which items an engine failure took, what it was, and what to do next.
 
     A backend that knows what happened raises a :class:`WorkerCrashedError` saying so; only
@@ -164,12 +130,21 @@ def crash_message(ex: Any, where: str, exc: BaseException) -> str:
     """
     what = " ".join(str(exc).split()).rstrip(".")  # engines' messages may span lines
     if isinstance(exc, WorkerCrashedError):
-        return f"a worker of backend {ex.backend!r} failed while running {where}: {what}."
+        # A death one of the items may have caused: say whether the executor still works.
+        hint = f" {_recovery_hint(ex)}" if exc.item_specific else ""
+        return f"a worker of backend {ex.backend!r} failed while running {where}: {what}.{hint}"
     return (f"a worker of backend {ex.backend!r} failed while running {where}: "
-            f"{type(exc).__name__}: {what}. {_CRASH_CAUSES} {ex._recovery_hint()}")
+            f"{type(exc).__name__}: {what}. Likely causes: {LIKELY_CAUSES}. "
+            f"{_recovery_hint(ex)}")
 
 
-def failure_exception(ex: Any, failure: Failure, where: str,
+def _recovery_hint(ex: Executor) -> str:
+    if "recovers_from_worker_death" in ex.capabilities:
+        return "This executor has replaced its workers; the next call works."
+    return "This executor may be broken: shut it down and create a new one."
+
+
+def failure_exception(ex: Executor, failure: Failure, where: str,
                       source: str | None = None) -> BaseException:
     """The user's exception, with the worker's traceback attached and a note naming ``where``.
 
@@ -177,7 +152,7 @@ def failure_exception(ex: Any, failure: Failure, where: str,
     in the worker's traceback where cloudpickle left none.
     """
     exc = failure.exception
-    if ex._pickles and failure.traceback and exc.__traceback__ is None:
+    if ex.pickles and failure.traceback and exc.__traceback__ is None:
         # Tracebacks do not survive pickling; show the worker's text as the cause, as
         # ProcessPoolExecutor does.
         exc.__cause__ = RemoteTraceback(_restore_dynamic_frames(failure.traceback, source))
@@ -230,25 +205,27 @@ def source_file(fn: Any) -> str | None:
 class MapRun:
     """The state of one ``map`` call; iterated by the generator that ``start_map`` returns."""
 
-    def __init__(self, ex: Any, req: MapRequest) -> None:
+    def __init__(self, ex: Executor, req: MapRequest) -> None:
         self._ex = ex
         self._req = req
-        self._backend = ex._backend
-        self._crossing: bool = ex._pickles
-        payload = ex._payload_for(req.fn)
+        hooks = ex.hooks
+        self._crossing = ex.pickles
+        payload = ex.payload_for(req.fn)
         self._fn_file = source_file(req.fn)
-        share = getattr(self._backend, "share", None) if self._crossing else None
+        share = hooks.share if self._crossing else None
         self._payload = share(payload) if share is not None else payload
         self._mode = SINGLE if len(req.iterables) == 1 else STAR
         self._source: Iterator[Any] = (
             iter(req.iterables[0]) if self._mode == SINGLE else zip(*req.iterables, strict=False)
         )
         total = _length(req.iterables)
-        self._chunker = Chunker(fixed=req.chunksize, target_seconds=ex._target_chunk_seconds,
+        # Chunks worth about a hundred times the engine's cost of one task.
+        target = min(0.5, max(0.002, 100 * hooks.task_overhead))
+        self._chunker = Chunker(fixed=req.chunksize, target_seconds=target,
                                 workers=ex.max_workers, total=total)
         # A backend that runs tasks inside submit() (serial) is driven one chunk at a time, on
         # demand: nothing runs ahead of the consumer, and map() itself returns at once.
-        self._inline = bool(getattr(self._backend, "runs_in_caller", False))
+        self._inline = hooks.runs_in_caller
         self._deadline = None if req.timeout is None else time.monotonic() + req.timeout
         self._stop_on_error = req.on_error == "raise" and req.retries == 0
         self._pulled = 0
@@ -287,7 +264,7 @@ class MapRun:
                 self._exhausted = True
             if not items:
                 break
-            if self._ex._shut:
+            if self._ex.closed:
                 raise ExecutorShutdownError(
                     f"the executor (backend {self._ex.backend!r}) was shut down while this "
                     f"map still had input to run (items from {self._pulled} on never ran). "
@@ -307,18 +284,18 @@ class MapRun:
         else:
             items, start = [chunk.items[task.position]], chunk.start + task.position
         blob: Any = dump_items(items, start) if self._crossing else items
-        future = self._ex._track(self._backend.submit(
-            run_chunk, self._payload, blob, self._mode, self._stop_on_error,
-            self._req.task_timeout))
+        future = self._ex.submit_chunk(self._payload, blob, self._mode, self._stop_on_error,
+                                       self._req.task_timeout)
         task_id = next(self._task_ids)
         chunk.waiting += 1
         self._pending[task_id] = (task, future)
         done = self._done
         # The callback holds only the queue, never this object, so that dropping the iterator
         # lets it be collected and its pending work cancelled.
-        future.add_done_callback(
-            lambda _f, task_id=task_id: done.put((task_id, time.monotonic()))
-        )
+        def announce(_future: Future[Any], task_id: int = task_id) -> None:
+            done.put((task_id, time.monotonic()))
+
+        future.add_done_callback(announce)
 
     # -- collecting ----------------------------------------------------------------------
 
@@ -375,7 +352,7 @@ class MapRun:
             chunk.values = chunk.values or [None] * len(chunk.items)
             for position in positions:
                 failure = Failure(position, type(whole)(*whole.args), "",
-                                  _short.repr(chunk.items[position]))
+                                  short_repr(chunk.items[position]))
                 self._fail(task, position, self._exception(failure, chunk.start + position))
             return
         if task.position is None:
@@ -393,7 +370,7 @@ class MapRun:
         So that only the item that caused the failure fails, and every other result is kept.
         """
         chunk = task.chunk
-        if task.position is not None or len(chunk.items) < 2 or self._ex._shut:
+        if task.position is not None or len(chunk.items) < 2 or self._ex.closed:
             return False
         chunk.values = [None] * len(chunk.items)
         for position in range(len(chunk.items)):
@@ -414,8 +391,8 @@ class MapRun:
         start = chunk.start if task.position is None else chunk.start + task.position
         count = len(chunk.items) if task.position is None else 1
         where = f"item {start}" if count == 1 else f"items {start}..{start + count - 1}"
-        first = _short.repr(chunk.items[task.position or 0])
-        return decode_outcome(self._ex, future, f"{where} (first: {first})")
+        first = short_repr(chunk.items[task.position or 0])
+        return task_outcome(self._ex, future, f"{where} (first: {first})")
 
     def _exception(self, failure: Failure, index: int) -> BaseException:
         return failure_exception(self._ex, failure, f"item {index} ({failure.item_repr})",
@@ -432,9 +409,9 @@ class MapRun:
                 chunk.values[position] = exc
         return chunk.values
 
-    def results(self) -> MapIterator:
+    def results(self) -> MapIterator[Any]:
         """Yield results; on exit for any reason, cancel what has not started."""
-        return MapIterator.over(self._values(), self)
+        return ResultIterator.over(self._values(), self)
 
     def _values(self) -> Generator[Iterator[Any], None, None]:
         """Yield each chunk's values, in the requested order; cancel leftovers on exit."""
@@ -472,7 +449,7 @@ class MapRun:
                         self.fill()
                     yield _handed_out(values)
         except KeyboardInterrupt:
-            self._ex._interrupted()
+            self._ex.hooks.interrupt()
             raise
         finally:
             self.close()
@@ -522,8 +499,15 @@ def _handed_out(values: list[Any]) -> Iterator[Any]:
     return itertools.starmap(values.pop, itertools.repeat((), len(values)))
 
 
-class MapIterator(itertools.chain):  # type: ignore[type-arg]
-    """The iterator ``map`` returns: a chunk's values are handed out by C code, one by one.
+if TYPE_CHECKING:
+    _Chain = itertools.chain[Any]
+else:  # typing's Any is not imported at run time
+    _Chain = itertools.chain
+
+
+class ResultIterator(_Chain):
+    """The iterator ``map`` returns (an ``anyexec.MapIterator``): a chunk's values are handed
+    out by C code, one by one.
 
     A generator that did ``yield from values`` cost ~50 ns of frame switching per item: 10 ms
     of the caller's CPU on 200,000 trivial calls, competing with the workers for the cores.
@@ -535,9 +519,9 @@ class MapIterator(itertools.chain):  # type: ignore[type-arg]
     _run: MapRun
 
     @classmethod
-    def over(cls, chunks: Generator[Iterator[Any], None, None], run: MapRun) -> MapIterator:
+    def over(cls, chunks: Generator[Iterator[Any], None, None], run: MapRun) -> ResultIterator:
         it = cls.from_iterable(chunks)
-        assert isinstance(it, MapIterator)  # from_iterable builds the subclass it is called on
+        assert isinstance(it, ResultIterator)  # from_iterable builds the subclass it is called on
         it._chunks = chunks
         it._run = run
         return it
@@ -561,7 +545,7 @@ def _length(iterables: tuple[Iterable[Any], ...]) -> int | None:
     return min(lengths) if lengths else None
 
 
-def start_map(ex: Any, req: MapRequest) -> MapIterator:
+def start_map(ex: Executor, req: MapRequest) -> MapIterator[Any]:
     """Submit the first window now (like the stdlib's ``map``) and return the result iterator."""
     run = MapRun(ex, req)
     try:

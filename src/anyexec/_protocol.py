@@ -1,45 +1,37 @@
 """The interface a backend implements: two required methods, a few optional hooks.
 
 Any ``concurrent.futures.Executor`` satisfies the required part as it is. The optional hooks
-let the shared core do better on engines that can; the core reads each with ``getattr`` and a
-default, so a plugin adds only what it needs.
+let the shared core do better on engines that can; a plugin adds only what it needs. The core
+reads them once, when the executor is created (``anyexec._hooks``): a hook of the wrong type is
+an error there, and an attribute named like a misspelled hook (``task_overheads``) is warned
+about. Also the type ``map`` returns, ``MapIterator``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+
+from anyexec._hooks import CAPABILITIES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from concurrent.futures import Future
 
-__all__ = ["CAPABILITIES", "Backend", "BackendFactory"]
+__all__ = ["CAPABILITIES", "Backend", "BackendFactory", "MapIterator"]
 
-#: Behaviours a backend may declare in its ``capabilities`` attribute; the conformance kit
-#: checks the declared ones and states that the others are not promised.
-CAPABILITIES = frozenset({
-    # A task that already started stops when its future is cancelled (not only queued ones).
-    "cancel_running",
-    # After a worker dies, the same executor starts fresh workers and keeps working.
-    "recovers_from_worker_death",
-    # The task runs in another process, so a crash there cannot take the caller down.
-    "isolated",
-    # Workers outlive a task: later maps and submits on the same executor run in the same
-    # processes (module-level caches and imports stay warm) until a worker dies.
-    "reuses_workers",
-    # Tasks run in the main thread of a worker process, where map(task_timeout=...) can
-    # interrupt an over-long call; elsewhere the call runs to its end and is then failed.
-    "interrupts_tasks",
-})
+T_co = TypeVar("T_co", covariant=True)
 
 
 @runtime_checkable
 class Backend(Protocol):
     """What a backend object must provide.
 
-    Optional attributes the core uses when present:
+    Optional attributes the core uses when present (read once, when the executor is created,
+    except ``max_workers``, which is read each time it is needed):
 
-    - ``max_workers: int``: how many tasks run at once (sizes the in-flight window).
+    - ``max_workers: int``: how many tasks run at once (sizes the in-flight window); may be a
+      property that follows a cluster's size.
     - ``pickles: bool`` (default ``True``): tasks cross a process boundary, so the core
       cloudpickles the function and its arguments once, in the caller, where errors are clear.
       Backends running in the caller's process (threads) set ``False``.
@@ -53,6 +45,12 @@ class Backend(Protocol):
       in the caller's thread; the core then runs one chunk at a time, only when the consumer
       asks for more, so ``map`` returns at once and nothing runs ahead.
     - ``terminate() -> None``: stop every worker at once (used on Ctrl-C).
+    - ``engine: str``: the distribution whose version ``anyexec check`` shows (usually the
+      factory's class attribute, see ``BackendFactory``).
+
+    A hook of the wrong type makes ``get_executor`` raise ``TypeError`` naming the hook; a
+    public attribute whose name is close to a hook's it lacks (``task_overheads``) gets an
+    ``anyexec.AnyexecWarning``.
     """
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
@@ -75,3 +73,16 @@ class BackendFactory(Protocol):
     """
 
     def __call__(self, **options: Any) -> Backend: ...
+
+
+@runtime_checkable
+class MapIterator(Iterator[T_co], Protocol[T_co]):
+    """What :meth:`anyexec.Executor.map` returns: an iterator over the results, with ``close``.
+
+    Closing it (or dropping it, or breaking out of a ``for`` loop over it) cancels every task
+    not yet started; after ``close`` it yields nothing more, like a closed generator.
+    """
+
+    def close(self) -> None:
+        """Stop the map: cancel every task not yet started."""
+        ...

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
     from typing import Any
 
+    from anyexec._protocol import BackendFactory
+
 # importlib.metadata, importlib.util, difflib and platform are imported where they are used;
 # _thread stands in for threading, whose import costs a fifth of `import anyexec`. Together they
 # cost more than the rest of `import anyexec`, and most programs never list backends.
@@ -251,10 +253,10 @@ class Registry:
                 aliases.setdefault(str(alias).lower(), entry.name)
         return aliases
 
-    def factory(self, name: str) -> Any:
+    def factory(self, name: str) -> BackendFactory:
         """The loaded factory of canonical ``name``; BackendUnavailableError if it cannot run."""
         entry = self._builtin(name) or self._all()[name]
-        factory = entry.load()
+        factory: BackendFactory = entry.load()
         reason = self._unavailable_reason(entry)
         if reason is not None:
             raise BackendUnavailableError(f"backend {name!r} cannot be used: {reason}") from (

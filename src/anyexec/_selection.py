@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from anyexec._executor import Executor
+    from anyexec._protocol import BackendFactory
 
 __all__ = ["DEFAULT_BACKEND", "ENV_VAR", "Resolved", "get_executor", "resolve", "use"]
 
@@ -30,7 +31,7 @@ class Resolved(Record):
     """A backend chosen and its options checked and converted, ready to instantiate."""
 
     name: str
-    factory: Any
+    factory: BackendFactory
     options: dict[str, Any]
     origin: str
     #: Executor-level options (see anyexec._worker_setup), accepted by every backend.

@@ -1,5 +1,8 @@
 """What runs on the workers: unpack the user's function, run a chunk of calls, report back.
 
+What travels to and from here (the arguments of ``run_chunk`` and its outcome) is described in
+``anyexec._wire``; this module only runs it.
+
 This module is imported in every worker process of every engine, so it imports only the
 standard library at module level; cloudpickle is imported when a payload is first unpacked.
 """
@@ -8,7 +11,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import reprlib
 import signal
 import sys
 import threading
@@ -18,66 +20,25 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from anyexec._context import CURRENT_USE, IN_WORKER
-from anyexec._record import TYPE_CHECKING, Record
+from anyexec._record import TYPE_CHECKING
+from anyexec._wire import (
+    SINGLE,
+    STAR,
+    WHOLE_CHUNK,
+    ChunkOutcome,
+    Failure,
+    InProcessCallable,
+    PickledCallable,
+    describe,
+    dump_outcome,
+    load_items,
+    portable_exception,
+)
 
 if TYPE_CHECKING:
     from typing import Any
 
-    from anyexec._shm import SharedPayload
-    from anyexec._worker_setup import WorkerSetup
-
-__all__ = [
-    "CALL",
-    "SINGLE",
-    "STAR",
-    "WHOLE_CHUNK",
-    "ChunkOutcome",
-    "Failure",
-    "InProcessCallable",
-    "PickledCallable",
-    "dumps_or_none",
-    "run_chunk",
-]
-
-# How the items of a chunk are applied: fn(item), fn(*item), or fn(*args, **kwargs).
-SINGLE, STAR, CALL = 0, 1, 2
-#: ``Failure.position`` of an error that concerns every item of the chunk.
-WHOLE_CHUNK = -1
-
-_short = reprlib.Repr()
-_short.maxstring = 60
-_short.maxother = 60
-
-
-class PickledCallable(Record):
-    """The user's function, cloudpickled once in the caller.
-
-    ``token`` identifies it so that each worker process unpickles it once, not once per chunk.
-    ``sys_path`` carries the caller's import path, so that a function from a module found
-    through a path added at run time (pytest's rootdir, a notebook's folder) imports on workers
-    that share the file system.
-    """
-
-    token: str
-    #: The pickle; a ``PickleBuffer`` for a big payload sent to an engine's object store.
-    data: bytes | pickle.PickleBuffer
-    sys_path: tuple[str, ...]
-    #: True when ``data`` came from cloudpickle (then the worker imports it to load it).
-    cloudpickled: bool = True
-    #: The executor's per-worker set-up (initializer, thread limits), or None.
-    setup: WorkerSetup | None = None
-    #: A big function is not in ``data`` but in this shared-memory segment (see ``_shm``).
-    shared: SharedPayload | None = None
-    #: Out-of-band buffers of ``data`` (pickle protocol 5), for engines with an object store.
-    buffers: tuple[pickle.PickleBuffer, ...] = ()
-
-
-class InProcessCallable(Record):
-    """The user's function with its executor's set-up, on backends that do not pickle."""
-
-    fn: Callable[..., Any]
-    setup: WorkerSetup
-
+__all__ = ["run_chunk"]
 
 # A payload this large (pickle plus buffers, bytes) is "big": see _FunctionCache.
 _BIG = 1 << 20
@@ -142,52 +103,6 @@ class _FunctionCache:
 
 
 _functions = _FunctionCache()
-
-
-class Failure(Record):
-    """An exception raised by one call, with what the caller needs to report it."""
-
-    position: int
-    exception: BaseException
-    traceback: str
-    item_repr: str
-
-
-class ChunkOutcome(Record):
-    """The results of one chunk, in order; failed positions hold ``None``."""
-
-    values: list[Any]
-    failures: list[Failure]
-    elapsed: float = 0.0
-    #: Log records the chunk emitted, for the caller's handlers (``forward_logs=True``).
-    logs: list[Any] | None = None
-
-
-def _describe(item: Any, mode: int) -> str:
-    if mode == SINGLE:
-        return _short.repr(item)
-    if mode == STAR:
-        return _short.repr(tuple(item))
-    args, kwargs = item
-    shown = [_short.repr(a) for a in args] + [f"{k}={_short.repr(v)}" for k, v in kwargs.items()]
-    return "(" + ", ".join(shown) + ")"
-
-
-def _portable(exc: BaseException, crossing: bool) -> BaseException:
-    """Return ``exc``, or a stand-in when it cannot be sent back to the caller."""
-    if not crossing:
-        return exc
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception as why:
-        from anyexec._errors import SerializationError
-
-        return SerializationError(
-            f"the task raised {type(exc).__name__}: {exc} -- but that exception could not be "
-            f"sent back to the caller ({type(why).__name__}: {why}). Make the exception class "
-            "picklable: its __init__ must accept the args it passes to Exception.__init__."
-        )
-    return exc
 
 
 def _trim_own_frames(exc: BaseException) -> None:
@@ -305,7 +220,7 @@ def run_chunk(payload: PickledCallable | InProcessCallable | Callable[..., Any],
 
             failed = prepare_worker(setup, crossing)
         try:
-            calls: list[Any] = pickle.loads(items) if isinstance(items, bytes) else items
+            calls = load_items(items)
         except Exception as why:
             # Not a crash of the worker: the arguments pickled in the caller but do not
             # unpickle here (a class missing on the worker, a broken __reduce__/__setstate__).
@@ -341,9 +256,9 @@ def run_chunk(payload: PickledCallable | InProcessCallable | Callable[..., Any],
                 _trim_own_frames(exc)
                 failures.append(Failure(
                     position=position,
-                    exception=_portable(exc, crossing),
+                    exception=portable_exception(exc, crossing),
                     traceback="".join(traceback.format_exception(exc)),
-                    item_repr=_describe(calls[position], mode),
+                    item_repr=describe(calls[position], mode),
                 ))
                 values.append(None)
                 position += 1
@@ -358,17 +273,17 @@ def run_chunk(payload: PickledCallable | InProcessCallable | Callable[..., Any],
         IN_WORKER.reset(token)
     if not crossing:
         return outcome
-    return _dump_outcome(outcome, calls, mode)
+    return dump_outcome(outcome, calls, mode)
 
 
 def _failed_setup(failed: Any, calls: list[Any], mode: int, crossing: bool,
                   logs: list[Any] | None) -> bytes | ChunkOutcome:
     """Every call of the chunk fails with the initializer's error (see ``_worker_setup``)."""
     failures = [Failure(position, failed.error(crossing), failed.traceback if crossing else "",
-                        _describe(call, mode))
+                        describe(call, mode))
                 for position, call in enumerate(calls)]
     outcome = ChunkOutcome([None] * len(calls), failures, 0.0, logs or None)
-    return _dump_outcome(outcome, calls, mode) if crossing else outcome
+    return dump_outcome(outcome, calls, mode) if crossing else outcome
 
 
 def _unloadable(why: Exception, calls: list[Any], mode: int,
@@ -382,9 +297,9 @@ def _unloadable(why: Exception, calls: list[Any], mode: int,
             "it needs is not importable there: install the package on the workers, or ship the "
             "code to them (see docs/backends.md)"
         )
-        failures.append(Failure(position, error, "", _describe(call, mode)))
+        failures.append(Failure(position, error, "", describe(call, mode)))
     outcome = ChunkOutcome([None] * len(calls), failures)
-    return _dump_outcome(outcome, calls, mode) if crossing else outcome
+    return dump_outcome(outcome, calls, mode) if crossing else outcome
 
 
 def _unloadable_arguments(why: Exception) -> bytes:
@@ -399,45 +314,4 @@ def _unloadable_arguments(why: Exception) -> bytes:
     )
     # The items themselves are unknown here: position -1 stands for the whole chunk, and the
     # caller names the items from its own copy.
-    return pickle.dumps(ChunkOutcome([], [Failure(WHOLE_CHUNK, error, "", "")]))
-
-
-def dumps_or_none(obj: Any) -> bytes | None:
-    """``obj`` pickled by plain pickle (fast, by reference) or else cloudpickle (lambdas,
-    closures, ``__main__``); None if neither can. cloudpickle is imported only when needed."""
-    try:
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        pass
-    import cloudpickle
-
-    try:
-        return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
-    except Exception:
-        return None
-
-
-def _dump_outcome(outcome: ChunkOutcome, calls: list[Any], mode: int) -> bytes:
-    data = dumps_or_none(outcome)
-    if data is not None:
-        return data
-    # Find the value that cannot be pickled and report it as that item's failure.
-    import cloudpickle
-
-    from anyexec._errors import SerializationError
-
-    for position, value in enumerate(outcome.values):
-        try:
-            cloudpickle.dumps(value)
-        except Exception as why:
-            error = SerializationError(
-                f"the result {_short.repr(value)} of type {type(value).__name__} could not be "
-                f"pickled to send it back to the caller ({type(why).__name__}: {why}). Return "
-                "plain data (numbers, strings, lists, dicts, arrays) instead of objects that "
-                "hold locks, sockets, open files or generators."
-            )
-            outcome.values[position] = None
-            outcome.failures.append(Failure(position, error, "", _describe(calls[position], mode)))
-            outcome.failures.sort(key=lambda f: f.position)
-            return _dump_outcome(outcome, calls, mode)
-    raise RuntimeError("unreachable: outcome unpicklable but every value pickles")
+    return dump_outcome(ChunkOutcome([], [Failure(WHOLE_CHUNK, error, "", "")]), [], SINGLE)

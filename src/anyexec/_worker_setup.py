@@ -242,7 +242,7 @@ def build_setup(setup: Mapping[str, Any], *, pickles: bool, isolated: bool,
         pair = (initializer, tuple(setup.get("initargs", ())))
         if pickles:
             from anyexec._errors import SerializationError
-            from anyexec._worker import dumps_or_none
+            from anyexec._wire import dumps_or_none
 
             data = dumps_or_none(pair)
             if data is None:

@@ -22,9 +22,6 @@ import contextlib
 import itertools
 import logging
 import os
-import pickle
-import shutil
-import tempfile
 import threading
 import time
 import weakref
@@ -34,8 +31,21 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from anyexec._selection import check_max_workers
-from anyexec.backends._pids import kill
+from anyexec.backends.support import (
+    Call,
+    CallQueue,
+    RerunAlone,
+    WorkerMarks,
+    check_choice,
+    children,
+    fail,
+    kill,
+    pack_outcome,
+    running,
+    succeed,
+    unpack_outcome,
+    worker_count,
+)
 
 if TYPE_CHECKING:
     from joblib import Parallel
@@ -55,7 +65,6 @@ _LOKY_ROUNDS = threading.Lock()
 #: The joblib backends this one can drive. joblib's "multiprocessing" is not among them (see
 #: JoblibBackend.__init__), so option errors never list it as accepted.
 JoblibName = Literal["loky", "threading"]
-_NAMES = ("loky", "threading")
 
 #: How long a park task sleeps on a process worker. Short: a call submitted while a worker
 #: parks waits about this long; long enough that an idle worker costs little CPU.
@@ -79,35 +88,11 @@ def _call_remote(tag: int, marks: str, fn: Callable[..., Any], args: tuple[Any, 
 
     Every outcome (value or exception) goes back as data: an exception reaching joblib would
     abort the whole round, and joblib must see only engine failures (a dead worker). While the
-    call runs, a marker file ``<tag>.<pid>`` in ``marks`` says which worker runs it, so that
-    after a crash only the call whose worker died is blamed.
+    call runs, a mark in ``marks`` says which worker runs it, so that after a crash only the
+    call whose worker died is blamed.
     """
-    mark = os.path.join(marks, f"{tag}.{os.getpid()}")
-    with contextlib.suppress(OSError):
-        os.close(os.open(mark, os.O_CREAT | os.O_WRONLY, 0o600))
-    try:
-        outcome: tuple[bool, Any, int] = (True, fn(*args, **kwargs), os.getpid())
-    except BaseException as exc:  # sent back to the caller as data
-        outcome = (False, exc, os.getpid())
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(mark)
-    try:
-        return tag, pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        pass
-    try:
-        import cloudpickle
-
-        return tag, bytes(cloudpickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
-    except Exception as why:
-        from anyexec._errors import SerializationError
-
-        error = SerializationError(
-            f"the outcome of the call ({type(outcome[1]).__name__}) could not be pickled to "
-            f"send it back to the caller ({type(why).__name__}: {why})"
-        )
-        return tag, pickle.dumps((False, error, os.getpid()))
+    with running(marks, tag):
+        return tag, pack_outcome(fn, args, kwargs)
 
 
 def _park_local(wake: threading.Event, seconds: float) -> None:
@@ -189,18 +174,10 @@ def _install_exit_filter(dispatcher: _Dispatcher) -> None:
 # -- the dispatcher ----------------------------------------------------------------------
 
 @dataclass(eq=False)
-class _Job:
-    future: Future[Any]
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-
-
-@dataclass(eq=False)
 class _Round:
     """The calls handed to joblib by one ``parallel(feed)`` call and not yet settled."""
 
-    jobs: dict[int, _Job] = field(default_factory=dict)
+    jobs: dict[int, Call] = field(default_factory=dict)
     closed: bool = False
 
 
@@ -219,13 +196,12 @@ class _Dispatcher:
     def __init__(self, max_workers: int) -> None:
         self._limit = max_workers
         self._n_jobs = self._pool_size(max_workers)
-        self._queue: deque[_Job] = deque()
+        self._queue = CallQueue()
         # Calls aborted by another call's crash, already marked running: they go first.
-        self._resubmitted: deque[_Job] = deque()
-        self._lock = threading.Lock()
-        self._work = threading.Condition(self._lock)
+        self._resubmitted: deque[Call] = deque()
+        # The queue's (reentrant) lock guards this dispatcher's state too.
+        self._lock = self._work = self._queue.condition
         self._wake = threading.Event()
-        self._closing = False
         self._stopping = False
         self._round: _Round | None = None
         self._tags = itertools.count()
@@ -244,26 +220,15 @@ class _Dispatcher:
 
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...],
                kwargs: dict[str, Any]) -> Future[Any]:
-        future: Future[Any] = Future()
-        with self._work:
-            if self._closing:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            self._queue.append(_Job(future, fn, args, kwargs))
-            self._wake.set()
-            self._work.notify()
-        return future
+        call = self._queue.put(fn, args, kwargs)
+        self._wake.set()
+        return call
 
     def close(self, *, cancel_queued: bool, stop: bool = False) -> None:
         with self._work:
-            self._closing = True
             self._stopping = self._stopping or stop
-            queued = list(self._queue) if cancel_queued else []
-            if cancel_queued:
-                self._queue.clear()
             self._wake.set()
-            self._work.notify_all()
-        for job in queued:
-            job.future.cancel()
+        self._queue.close(cancel_queued=cancel_queued)
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not threading.current_thread():
@@ -286,25 +251,32 @@ class _Dispatcher:
         """What ``feed`` yields while calls run and none waits (keeps the round open)."""
         raise NotImplementedError
 
-    def _task(self, current: _Round, tag: int, job: _Job) -> Any:
+    def _task(self, current: _Round, tag: int, job: Call) -> Any:
         """The joblib task that runs ``job``."""
         raise NotImplementedError
 
     def _returned(self, current: _Round, item: Any) -> None:
         """One output of the round arrived."""
 
-    def _next_job(self, current: _Round) -> _Job | None:
+    def _next_job(self, current: _Round) -> Call | None:
         """Pop the next call to hand to joblib; None if none may start now (lock held)."""
-        return self._queue.popleft() if self._queue else None
+        # Not marked running: it is, when a thread starts it (until then it can be cancelled).
+        return self._queue.take(mark_running=False)
 
-    def _waiting_again(self) -> list[deque[_Job]]:
-        """Queues of calls to run again, not yet handed to joblib (lock held)."""
-        return [self._resubmitted]
+    def _waiting_again(self) -> bool:
+        """Whether calls wait to run again, not yet handed to joblib (lock held)."""
+        return bool(self._resubmitted)
 
-    def _after_crash(self, lost: list[tuple[int, _Job]], crash: BaseException) -> None:
+    def _drop_waiting_again(self) -> list[Call]:
+        """Forget the calls waiting to run again, and return them (lock held)."""
+        again = list(self._resubmitted)
+        self._resubmitted.clear()
+        return again
+
+    def _after_crash(self, lost: list[tuple[int, Call]], crash: BaseException) -> None:
         """The round broke (an engine failure) with ``lost`` calls unsettled: fail them."""
         for _tag, job in lost:
-            _fail(job.future, crash)
+            fail(job, crash)
 
     def worker_pids(self) -> set[int]:
         """The worker processes that ran or run this dispatcher's calls."""
@@ -318,13 +290,13 @@ class _Dispatcher:
     def _wait_for_work(self) -> bool:
         """Block until a call is queued; False once closed with nothing left to run."""
         with self._work:
-            while not self._leftovers() and not self._closing:
+            while not self._leftovers() and not self._queue.closed:
                 self._work.wait()
             return self._leftovers() and not self._stopping
 
     def _leftovers(self) -> bool:
         """Whether calls wait to be handed to joblib (lock held)."""
-        return bool(self._queue) or any(self._waiting_again())
+        return bool(self._queue) or self._waiting_again()
 
     def _start_engine(self) -> Parallel:
         """Import joblib and run one empty round, so the engine runs before any call.
@@ -357,7 +329,7 @@ class _Dispatcher:
         except BaseException as exc:
             # joblib refused (a broken installation): say so through every call instead.
             while self._wait_for_work():
-                self._fail_queued(exc)
+                self._queue.fail_queued(exc)
             return
         while self._wait_for_work():
             try:
@@ -385,20 +357,10 @@ class _Dispatcher:
     def _fail_leftovers(self, exc: BaseException) -> None:
         """Fail every call not yet handed to joblib, the ones to run again included."""
         with self._lock:
-            again = [job for waiting in self._waiting_again() for job in waiting]
-            for waiting in self._waiting_again():
-                waiting.clear()
+            again = self._drop_waiting_again()
         for job in again:
-            _fail(job.future, exc)
-        self._fail_queued(exc)
-
-    def _fail_queued(self, exc: BaseException) -> None:
-        with self._lock:
-            queued = list(self._queue)
-            self._queue.clear()
-        for job in queued:
-            if job.future.set_running_or_notify_cancel():
-                _fail(job.future, exc)
+            fail(job, exc)
+        self._queue.fail_queued(exc)
 
     def _run_round(self, parallel: Parallel) -> None:
         current = _Round()
@@ -449,23 +411,24 @@ class _ThreadRounds(_Dispatcher):
         # Threads park on an event that submit() sets, so a new call starts at once.
         return delayed(_park_local)(self._wake, _THREAD_PARK_SECONDS)
 
-    def _task(self, current: _Round, tag: int, job: _Job) -> Any:
+    def _task(self, current: _Round, tag: int, job: Call) -> Any:
         from joblib import delayed
 
         return delayed(self._call_local)(current, tag, job)
 
-    def _call_local(self, current: _Round, tag: int, job: _Job) -> None:
+    def _call_local(self, current: _Round, tag: int, job: Call) -> None:
         """Run one call in a joblib thread and settle its future directly (no pickling)."""
         try:
             # Marked running here, when a thread really starts it: cancelling before works.
-            if not job.future.set_running_or_notify_cancel():
+            if not job.set_running_or_notify_cancel():
                 return
             try:
-                value = job.fn(*job.args, **job.kwargs)
+                value = job.invoke()
             except BaseException as exc:  # delivered through the future
-                _fail(job.future, exc)
+                fail(job, exc)
             else:
-                _succeed(job.future, value)
+                succeed(job, value)
+            job.release()
         finally:
             with self._lock:
                 current.jobs.pop(tag, None)
@@ -484,13 +447,9 @@ class _LokyRounds(_Dispatcher):
 
     def __init__(self, max_workers: int) -> None:
         self._pids: set[int] = set()
-        self._marks = tempfile.mkdtemp(
-            prefix="anyexec-joblib-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-        # Also removed at interpreter exit if the executor was never shut down.
-        self._remove_marks = weakref.finalize(self, shutil.rmtree, self._marks, True)
+        self._marks = WorkerMarks("joblib")
         # Calls that were running when a worker died: each runs again alone (_after_crash).
-        self._suspects: deque[_Job] = deque()
-        self._alone: _Job | None = None  # the suspect now running with nothing beside it
+        self._triage: RerunAlone[Call] = RerunAlone()
         super().__init__(max_workers)
         _install_exit_filter(self)
 
@@ -511,54 +470,45 @@ class _LokyRounds(_Dispatcher):
 
         return delayed(_park)(_PARK_SECONDS)
 
-    def _task(self, current: _Round, tag: int, job: _Job) -> Any:
+    def _task(self, current: _Round, tag: int, job: Call) -> Any:
         from joblib import delayed
 
-        return delayed(_call_remote)(tag, self._marks, job.fn, job.args, job.kwargs)
+        return delayed(_call_remote)(tag, self._marks.path, job.fn, job.args, job.kwargs)
 
     def _returned(self, current: _Round, item: Any) -> None:
         if item is not None:  # None: a park task
             self._settle(current, *item)
 
-    def _waiting_again(self) -> list[deque[_Job]]:
-        return [self._resubmitted, self._suspects]
+    def _waiting_again(self) -> bool:
+        return super()._waiting_again() or self._triage.blocking
+
+    def _drop_waiting_again(self) -> list[Call]:
+        return [*super()._drop_waiting_again(), *self._triage.drain()]
 
     def _cleanup(self) -> None:
-        self._remove_marks()
+        self._marks.remove()
 
     def worker_pids(self) -> set[int]:
-        """Workers seen in results, and those running a call now (from its marker file)."""
+        """Workers seen in results, and those running a call now (from its mark)."""
         with self._lock:
             pids = set(self._pids)
-        with contextlib.suppress(OSError):
-            for name in os.listdir(self._marks):
-                with contextlib.suppress(ValueError):
-                    pids.add(int(name.partition(".")[2]))
-        return pids
+        return pids | self._marks.pids()
 
-    def _next_job(self, current: _Round) -> _Job | None:
-        if self._alone is not None:
-            return None  # a suspect runs alone: start nothing beside it
-        if self._suspects:
-            if current.jobs:
-                return None  # let the calls still running finish first
-            self._alone = self._suspects.popleft()
-            return self._alone
+    def _next_job(self, current: _Round) -> Call | None:
+        if self._triage.blocking:
+            # A suspect runs alone, once the calls still running have finished.
+            return self._triage.next_alone(busy=bool(current.jobs))
         # joblib's pool already bounds how many calls run; counting our handed-over calls too
         # would idle workers until joblib's 10 ms result loop reports them settled. Count only
         # when the pool is larger than max_workers (max_workers=1 on a process pool).
-        room = self._n_jobs == self._limit or len(current.jobs) < self._limit
-        if self._resubmitted and room:
+        if self._n_jobs != self._limit and len(current.jobs) >= self._limit:
+            return None
+        if self._resubmitted:
             return self._resubmitted.popleft()
-        while self._queue and room:
-            room = self._n_jobs == self._limit or len(current.jobs) + 1 < self._limit
-            job = self._queue.popleft()
-            # Handed to joblib from now on, so it can no longer be cancelled.
-            if job.future.set_running_or_notify_cancel():
-                return job
-        return None
+        # Handed to joblib from now on, so it can no longer be cancelled.
+        return self._queue.take()
 
-    def _after_crash(self, lost: list[tuple[int, _Job]], crash: BaseException) -> None:
+    def _after_crash(self, lost: list[tuple[int, Call]], crash: BaseException) -> None:
         """Fail only the call whose worker died; run every other lost call again.
 
         loky kills every worker when one dies, so liveness cannot tell the culprit from the
@@ -567,84 +517,54 @@ class _LokyRounds(_Dispatcher):
         its worker dies again then. Calls that had not started, or had finished but whose
         result joblib dropped when it aborted, are run again at once.
         """
-        culprits: list[_Job] = []
-        suspects: list[_Job] = []
-        requeue: list[_Job] = []
+        culprits: list[Call] = []
+        requeue: list[Call] = []
+        suspects = 0
         with self._lock:
-            alone, self._alone = self._alone, None
-        for job_tag, job in lost:
-            started = self._running_pid(job_tag) is not None
-            if job is alone or self._stopping:
-                culprits.append(job)  # it ran alone, so its own worker died
-            elif started:
-                suspects.append(job)
-            else:
-                requeue.append(job)
+            for job_tag, job in lost:
+                started = self._marks.pid_of(job_tag, forget=True) is not None
+                if self._stopping:
+                    culprits.append(job)
+                elif started or job is self._triage.alone:
+                    if self._triage.lost(job):
+                        culprits.append(job)  # it ran alone, so its own worker died
+                    else:
+                        suspects += 1
+                else:
+                    requeue.append(job)
+            self._resubmitted.extend(requeue)
+            self._work.notify()
         for job in culprits:
-            _fail(job.future, crash)
+            fail(job, crash)
         if suspects or requeue:
             log.debug("anyexec: running %d call(s) again after a joblib worker crash, %d of "
-                      "them alone", len(suspects) + len(requeue), len(suspects))
-            with self._work:
-                self._suspects.extend(suspects)
-                self._resubmitted.extend(requeue)
-                self._work.notify()
-
-    def _running_pid(self, tag: int) -> int | None:
-        with contextlib.suppress(OSError):
-            for name in os.listdir(self._marks):
-                head, _, pid = name.partition(".")
-                if head == str(tag):
-                    with contextlib.suppress(OSError):
-                        os.unlink(os.path.join(self._marks, name))
-                    return int(pid)
-        return None
+                      "them alone", suspects + len(requeue), suspects)
 
     def _settle(self, current: _Round, tag: int, data: bytes) -> None:
         with self._lock:
             job = current.jobs.pop(tag, None)
-            if job is not None and job is self._alone:
-                self._alone = None  # it ran alone and came back: innocent
+            if job is not None:
+                self._triage.returned(job)  # if it ran alone and came back: innocent
         if job is None:
             return
-        try:
-            ok, value, pid = pickle.loads(data)
-        except Exception as exc:
-            from anyexec._errors import SerializationError
-
-            _fail(job.future, SerializationError(
-                f"the outcome of a call could not be unpickled in the caller "
-                f"({type(exc).__name__}: {exc})"
-            ))
-            return
-        with self._lock:
-            self._pids.add(pid)
+        ok, value, pid = unpack_outcome(data)
+        if pid is not None:
+            with self._lock:
+                self._pids.add(pid)
         if ok:
-            _succeed(job.future, value)
+            succeed(job, value)
         else:
-            _fail(job.future, value)
+            fail(job, value)
+        job.release()
 
 
-def _is_child(pid: int) -> bool:
-    """Whether ``pid`` is a child of this process (loky workers are)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rpartition(")")[2].split()[1]) == os.getpid()
-    except (OSError, ValueError, IndexError):
-        # No /proc (macOS): trust the PID, which this executor saw recently.
-        return os.path.exists("/proc") is False
-
-
-def _loky_workers() -> set[int]:
-    """This process's loky worker processes (Linux: found through /proc)."""
+def _loky_workers(mine: set[int]) -> set[int]:
+    """This process's loky worker processes, of ``children()``."""
     found: set[int] = set()
-    with contextlib.suppress(OSError):
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or not _is_child(int(entry)):
-                continue
-            with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as cmd:
-                if b"popen_loky_posix" in cmd.read():
-                    found.add(int(entry))
+    for pid in mine:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as cmd:
+            if b"popen_loky_posix" in cmd.read():
+                found.add(pid)
     return found
 
 
@@ -659,16 +579,6 @@ def _one_line(exc: BaseException) -> BaseException:
         flat = RuntimeError(f"{type(exc).__name__}: {text}")
     flat.__cause__ = exc
     return flat
-
-
-def _succeed(future: Future[Any], value: Any) -> None:
-    with contextlib.suppress(Exception):
-        future.set_result(value)
-
-
-def _fail(future: Future[Any], exc: BaseException) -> None:
-    with contextlib.suppress(Exception):
-        future.set_exception(exc)
 
 
 class JoblibBackend:
@@ -695,12 +605,8 @@ class JoblibBackend:
                 "from the main thread and without return_as='generator'. Use backend='loky' "
                 "(joblib's default process pool) or anyexec's own 'processes' backend."
             )
-        if backend not in _NAMES:
-            raise ValueError(
-                f"joblib backend must be one of {', '.join(map(repr, _NAMES))}, got {backend!r}"
-            )
-        check_max_workers(max_workers, origin="the joblib backend")
-        self.max_workers = max_workers or os.cpu_count() or 1
+        check_choice("backend", backend, JoblibName, origin="the joblib backend")
+        self.max_workers = worker_count(max_workers, origin="the joblib backend")
         self.backend = backend
         # Threads share the caller's memory: nothing to pickle, nothing isolated.
         self.pickles = backend != "threading"
@@ -727,9 +633,12 @@ class JoblibBackend:
         # Workers seen running our calls, plus loky workers that may not have reported yet
         # (still starting, or holding a call that did not start): on Ctrl-C the shared loky
         # pool goes down anyway, and loky's exit handler would wait for its running calls.
-        pids = self._dispatcher.worker_pids() | _loky_workers()
+        if not os.path.isdir("/proc"):  # macOS: trust the PIDs, which we saw recently
+            kill(self._dispatcher.worker_pids())
+            return
+        mine = children()
         # A PID seen long ago may belong to another process by now: only our children.
-        kill(pid for pid in pids if _is_child(pid))
+        kill((self._dispatcher.worker_pids() | _loky_workers(mine)) & mine)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._dispatcher.close(cancel_queued=cancel_futures)

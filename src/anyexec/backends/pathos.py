@@ -28,29 +28,37 @@ import contextlib
 import itertools
 import logging
 import os
-import pickle
-import shutil
 import signal
-import tempfile
 import threading
 import time
 import uuid
 import weakref
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from anyexec._selection import check_max_workers
-from anyexec.backends._pids import alive, kill
+from anyexec._errors import WorkerCrashedError
+from anyexec.backends.support import (
+    Call,
+    CallQueue,
+    WorkerMarks,
+    alive,
+    check_choice,
+    crash_error,
+    fail,
+    kill,
+    pack_outcome,
+    succeed,
+    unpack_outcome,
+    worker_count,
+)
 
 __all__ = ["PathosBackend", "WorkerLostError"]
 
 log = logging.getLogger("anyexec")
 
 PoolKind = Literal["process", "thread", "parallel"]
-_KINDS = ("process", "thread", "parallel")
 
 #: How often a slot waiting for a result checks that the worker running it is alive.
 _POLL_SECONDS = 0.05
@@ -107,7 +115,7 @@ def _refuse_in_daemon() -> None:
         )
 
 
-class WorkerLostError(RuntimeError):
+class WorkerLostError(WorkerCrashedError):
     """The pathos worker process running a call died before returning its result."""
 
 
@@ -121,27 +129,16 @@ def _init_worker(reports: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _dill_dumps(obj: Any) -> bytes:
+    import dill  # type: ignore[import-untyped, unused-ignore]
+
+    return bytes(dill.dumps(obj, protocol=-1))
+
+
 def _outcome(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """Run the call; return (ok, value) pickled by us, so that the pool only ever sees bytes."""
-    try:
-        outcome: tuple[bool, Any] = (True, fn(*args, **kwargs))
-    except BaseException as exc:  # sent back to the caller as data
-        outcome = (False, exc)
-    try:
-        return pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        pass
-    try:
-        import dill  # type: ignore[import-untyped, unused-ignore]
-
-        return bytes(dill.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
-    except Exception as why:
-        from anyexec._errors import SerializationError
-
-        return pickle.dumps((False, SerializationError(
-            f"the outcome of the call ({type(outcome[1]).__name__}) could not be pickled to "
-            f"send it back to the caller ({type(why).__name__}: {why})"
-        )))
+    """Run the call; return its outcome pickled by us (dill where pickle fails), so that the
+    pool only ever sees bytes."""
+    return pack_outcome(fn, args, kwargs, fallback=_dill_dumps)
 
 
 def _tracked(token: int, fn: Callable[..., Any], args: tuple[Any, ...],
@@ -162,26 +159,18 @@ def _finished(token: int) -> int:
     return _STARTED - 1 - token
 
 
-def _pp_task(call: bytes, mark: str) -> bytes:
+def _pp_task(call: bytes, marks: str, token: int) -> bytes:
     """ParallelPool task. pp ships a function by its source, and treats function arguments as
     dependencies to ship by source too, so the call arrives as one dill blob instead. pp has
-    no worker initializer: the file ``<mark>.<pid>`` says which worker runs the call."""
-    import contextlib
-    import os
-
+    no worker initializer: a mark in ``marks`` says which worker runs the call."""
     import dill  # type: ignore[import-untyped, unused-ignore]
 
     from anyexec.backends.pathos import _outcome
+    from anyexec.backends.support import running
 
-    path = f"{mark}.{os.getpid()}"
-    with contextlib.suppress(OSError):
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    try:
+    with running(marks, token):
         fn, args, kwargs = dill.loads(call)
         return _outcome(fn, args, kwargs)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
 
 
 # -- the pool and its health ---------------------------------------------------------------
@@ -214,14 +203,6 @@ class _Generation:
                 self.started[token] = pid
 
 
-@dataclass(eq=False)
-class _Job:
-    future: Future[Any]
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-
-
 class _Kind:
     """What differs between pathos' pool kinds: how a pool starts, runs a call, shows death."""
 
@@ -233,7 +214,7 @@ class _Kind:
     def new_generation(self, nodes: int, pool_id: str) -> _Generation:
         raise NotImplementedError
 
-    def send(self, gen: _Generation, token: int, job: _Job) -> Any:
+    def send(self, gen: _Generation, token: int, job: Call) -> Any:
         """Hand the call to the pool; return pathos' async result."""
         raise NotImplementedError
 
@@ -242,7 +223,8 @@ class _Kind:
         return result.get(_POLL_SECONDS)
 
     def decode(self, data: Any) -> tuple[bool, Any]:
-        return pickle.loads(data)  # type: ignore[no-any-return]
+        ok, value, _pid = unpack_outcome(data)
+        return ok, value
 
     def dead_workers(self, gen: _Generation, token: int) -> set[int] | None:
         """The pool's workers found dead (lock held); None if this kind cannot tell."""
@@ -269,7 +251,7 @@ class _ProcessKind(_Kind):
         return _Generation(ProcessPool(nodes=nodes, id=pool_id, initializer=_init_worker,
                                        initargs=(reports,)), reports)
 
-    def send(self, gen: _Generation, token: int, job: _Job) -> Any:
+    def send(self, gen: _Generation, token: int, job: Call) -> Any:
         return gen.pool.apipe(_tracked, token, job.fn, job.args, job.kwargs)
 
     def dead_workers(self, gen: _Generation, token: int) -> set[int] | None:
@@ -288,7 +270,7 @@ class _ThreadKind(_Kind):
 
         return _Generation(ThreadPool(nodes=nodes, id=pool_id))
 
-    def send(self, gen: _Generation, token: int, job: _Job) -> Any:
+    def send(self, gen: _Generation, token: int, job: Call) -> Any:
         return gen.pool.apipe(_run_local, job.fn, job.args, job.kwargs)
 
     def decode(self, data: Any) -> tuple[bool, Any]:
@@ -302,21 +284,18 @@ class _ParallelKind(_Kind):
     task_overhead = 2e-3
 
     def __init__(self) -> None:
-        self.marks = tempfile.mkdtemp(
-            prefix="anyexec-pathos-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-        # Also removed at interpreter exit if the executor was never shut down.
-        self._remove_marks = weakref.finalize(self, shutil.rmtree, self.marks, True)
+        self.marks = WorkerMarks("pathos")
 
     def new_generation(self, nodes: int, pool_id: str) -> _Generation:
         from pathos.pools import ParallelPool
 
         return _Generation(ParallelPool(nodes=nodes, id=pool_id))
 
-    def send(self, gen: _Generation, token: int, job: _Job) -> Any:
+    def send(self, gen: _Generation, token: int, job: Call) -> Any:
         import dill  # type: ignore[import-untyped, unused-ignore]
 
         call = dill.dumps((job.fn, job.args, job.kwargs))
-        return gen.pool.apipe(_pp_task, call, os.path.join(self.marks, str(token)))
+        return gen.pool.apipe(_pp_task, call, self.marks.path, token)
 
     def get(self, result: Any) -> Any:
         from multiprocess import TimeoutError as PoolTimeout
@@ -332,22 +311,14 @@ class _ParallelKind(_Kind):
         return result.get()
 
     def dead_workers(self, gen: _Generation, token: int) -> set[int] | None:
-        pid = self._marked_pid(token)
+        pid = self.marks.pid_of(token)
         if pid is None:
             return set()
         gen.started[token] = pid
         return set() if alive(pid) else {pid}
 
-    def _marked_pid(self, token: int) -> int | None:
-        prefix = f"{token}."
-        with contextlib.suppress(OSError):
-            for name in os.listdir(self.marks):
-                if name.startswith(prefix):
-                    return int(name[len(prefix):])
-        return None
-
     def close(self) -> None:
-        self._remove_marks()
+        self.marks.remove()
 
 
 _KIND_CLASSES: dict[str, type[_Kind]] = {
@@ -367,13 +338,9 @@ class PathosBackend:
     install_hint = "pip install 'anyexec[pathos]'"
 
     def __init__(self, *, max_workers: int | None = None, pool: PoolKind = "process") -> None:
-        if pool not in _KINDS:
-            raise ValueError(
-                f"pathos pool must be one of {', '.join(map(repr, _KINDS))}, got {pool!r}"
-            )
-        check_max_workers(max_workers, origin="the pathos backend")
+        check_choice("pool", pool, PoolKind, origin="the pathos backend")
+        self.max_workers = worker_count(max_workers, origin="the pathos backend")
         self._kind = _KIND_CLASSES[pool]()
-        self.max_workers = max_workers or os.cpu_count() or 1
         self.pool = pool
         self.pickles = self._kind.pickles
         self.task_overhead = self._kind.task_overhead
@@ -382,10 +349,9 @@ class PathosBackend:
         # A process pool forks its workers: they inherit this object and the exit hooks, and
         # a copy must never touch the pool, which belongs to the process that created it.
         self._owner = os.getpid()
-        self._lock = threading.Lock()
-        self._work = threading.Condition(self._lock)
-        self._queue: deque[_Job] = deque()
-        self._closing = False
+        self._queue = CallQueue()
+        # The queue's (reentrant) lock guards the pool state too.
+        self._lock = self._work = self._queue.condition
         self._stopping = False
         self._generation: _Generation | None = None
         self._tokens = itertools.count()
@@ -431,19 +397,9 @@ class PathosBackend:
             self._slots.append(slot)
             slot.start()
 
-    def _take(self) -> _Job | None:
-        with self._work:
-            while True:
-                if self._stopping:
-                    return None
-                while self._queue:
-                    job = self._queue.popleft()
-                    # From here the call belongs to a worker: it can no longer be cancelled.
-                    if job.future.set_running_or_notify_cancel():
-                        return job
-                if self._closing:
-                    return None
-                self._work.wait()
+    def _take(self) -> Call | None:
+        # Marked running: from here the call belongs to a worker and can no longer be cancelled.
+        return None if self._stopping else self._queue.take(wait=True)
 
     def _slot(self) -> None:
         while (job := self._take()) is not None:
@@ -451,16 +407,16 @@ class PathosBackend:
                 ok, value = self._run(job)
             except BaseException as exc:  # the pool itself failed: report it with the call
                 ok, value = False, exc
-            with contextlib.suppress(Exception):
-                if ok:
-                    job.future.set_result(value)
-                else:
-                    job.future.set_exception(value)
+            if ok:
+                succeed(job, value)
+            else:
+                fail(job, value)
             # Hold nothing while waiting for the next call: the finished call's function (a
             # model bound to it) and its result must be collectable.
+            job.release()
             del job, value
 
-    def _run(self, job: _Job) -> tuple[bool, Any]:
+    def _run(self, job: Call) -> tuple[bool, Any]:
         """Run one call on the pool until it returns or its worker is known dead."""
         while True:
             with self._lock:
@@ -483,7 +439,7 @@ class PathosBackend:
                 return outcome
             log.debug("anyexec: running call %d again after a pathos worker crash", token)
 
-    def _attempt(self, job: _Job, gen: _Generation, token: int) -> tuple[bool, Any] | None:
+    def _attempt(self, job: Call, gen: _Generation, token: int) -> tuple[bool, Any] | None:
         """One try on ``gen``: the outcome, or None if the pool broke under an innocent call."""
         from multiprocess import TimeoutError as PoolTimeout
 
@@ -499,30 +455,24 @@ class PathosBackend:
                 self._check_health(gen, token)
                 if not gen.broken:
                     if self._stopping:
-                        return False, WorkerLostError("the executor was terminated")
+                        stopped = WorkerLostError("the executor was terminated")
+                        stopped.item_specific = False  # no item caused it
+                        return False, stopped
                     continue
                 gen.drain()
                 pid = gen.started.get(token)
                 returned = token in gen.returned
             if pid is not None and pid in gen.dead and not returned:
-                return False, WorkerLostError(
-                    f"pathos worker process {pid}, which was running this call, died "
-                    "abruptly (killed by a signal, os._exit(), a segmentation fault, or the "
-                    "out-of-memory killer); the pool was replaced"
-                )
+                return False, crash_error(pid=pid, cls=WorkerLostError)
             return None  # an innocent call on the old pool: run it again on the new one
 
     # -- the backend interface --
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        future: Future[Any] = Future()
         with self._work:
-            if self._closing:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            self._queue.append(_Job(future, fn, args, kwargs))
+            call = self._queue.put(fn, args, kwargs)
             self._start_slots()
-            self._work.notify()
-        return future
+        return call
 
     def terminate(self) -> None:
         """Stop now: cancel queued calls, kill the workers running calls, drop the pool."""
@@ -537,7 +487,8 @@ class PathosBackend:
                 # Only workers running a call: an idle one may hold the pool's queue lock, and
                 # killing it would hang the pool's own terminate().
                 busy = {gen.started[t] for t in gen.inflight if t in gen.started}
-        self._cancel_queued()
+        # Outside the lock: cancelling runs the core's callbacks.
+        self._queue.close(cancel_queued=True)
         if gen is None:
             return
         kill(busy)
@@ -560,11 +511,7 @@ class PathosBackend:
         """
         if os.getpid() != self._owner:
             return  # a forked worker's copy: the pool is not ours to close
-        with self._work:
-            self._closing = True
-            self._work.notify_all()
-        if cancel_futures:
-            self._cancel_queued()
+        self._queue.close(cancel_queued=cancel_futures)
         if not wait:
             threading.Thread(target=self._finish, daemon=True).start()
             return
@@ -586,13 +533,6 @@ class PathosBackend:
             threading.Thread(target=_retire, args=(gen,), daemon=True).start()
         self._kind.close()
 
-    def _cancel_queued(self) -> None:
-        with self._lock:
-            queued = list(self._queue)
-            self._queue.clear()
-        for job in queued:
-            job.future.cancel()
-
 
 def _run_local(fn: Callable[..., Any], args: tuple[Any, ...],
                kwargs: dict[str, Any]) -> tuple[bool, Any]:
@@ -604,19 +544,18 @@ def _run_local(fn: Callable[..., Any], args: tuple[Any, ...],
 
 def _release(gen: _Generation) -> None:
     """Close and join our own pool and drop it from pathos' registry (``clear``)."""
-    try:
-        gen.pool.close()
-        gen.pool.join()
-        gen.pool.clear()
-    except Exception as exc:
-        log.debug("anyexec: releasing a pathos pool failed (%r)", exc)
+    _close_pool(gen, "releasing", gen.pool.close)
 
 
 def _retire(gen: _Generation) -> None:
     """Stop a broken or abandoned pool at once and drop it from pathos' registry."""
+    _close_pool(gen, "retiring", gen.pool.terminate)
+
+
+def _close_pool(gen: _Generation, doing: str, stop: Callable[[], Any]) -> None:
     try:
-        gen.pool.terminate()
+        stop()
         gen.pool.join()
         gen.pool.clear()
     except Exception as exc:
-        log.debug("anyexec: retiring a pathos pool failed (%r)", exc)
+        log.debug("anyexec: %s a pathos pool failed (%r)", doing, exc)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from anyexec._record import TYPE_CHECKING
+from anyexec.backends._checks import worker_count
 
 if TYPE_CHECKING:
     from typing import Any
@@ -31,7 +32,8 @@ class ThreadsBackend:
     capabilities: frozenset[str] = frozenset()
 
     def __init__(self, *, max_workers: int | None = None, thread_name_prefix: str = "anyexec"):
-        self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
+        self.max_workers = worker_count(max_workers, origin="the threads backend",
+                                        default=min(32, (os.cpu_count() or 1) + 4))
         self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix=thread_name_prefix)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:

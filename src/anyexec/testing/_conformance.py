@@ -101,7 +101,7 @@ class BackendConformance(ContractConformance, WorkerSetupConformance, AsyncMapCo
         processes (its ``pickles`` attribute), so the serialization checks apply to it.
         """
         if capability == PICKLES:
-            if not executor._pickles:
+            if not executor.pickles:
                 pytest.skip(f"backend {self.backend!r} does not pickle tasks (pickles=False)")
         elif capability not in executor.capabilities:
             pytest.skip(f"backend {self.backend!r} does not declare capability {capability!r}")
@@ -140,7 +140,7 @@ class BackendConformance(ContractConformance, WorkerSetupConformance, AsyncMapCo
     def test_endless_generator_is_consumed_lazily(self, executor: anyexec.Executor) -> None:
         results = executor.map(tasks.square, itertools.count())
         assert list(itertools.islice(results, 100)) == [x * x for x in range(100)]
-        results.close()  # type: ignore[attr-defined]
+        results.close()
 
     def test_stalled_consumer_stops_pulling_input(self, executor: anyexec.Executor) -> None:
         pulled = 0
@@ -155,7 +155,7 @@ class BackendConformance(ContractConformance, WorkerSetupConformance, AsyncMapCo
         assert next(results) == 0
         time.sleep(0.3)
         assert pulled <= 1 + 8
-        results.close()  # type: ignore[attr-defined]
+        results.close()
 
     def test_partial_and_kwargs_free_functions_work(self, executor: anyexec.Executor) -> None:
         fn = partial(tasks.sleep_then_return, seconds=0)
@@ -274,7 +274,7 @@ class BackendConformance(ContractConformance, WorkerSetupConformance, AsyncMapCo
                          seconds=self.slow_task_seconds)
             results = ex.map(fn, range(200), chunksize=1)
             assert next(results) == 0
-            results.close()  # type: ignore[attr-defined]
+            results.close()
         finally:
             ex.shutdown(wait=True)
         started = len(list(tmp_path.glob("*.started")))

@@ -28,6 +28,9 @@ class ContractConformance:
     options: ClassVar[dict[str, Any]]
     #: How long a fresh interpreter may take to start the engine, run and end.
     script_timeout: ClassVar[float] = 120.0
+    #: For a backend registered at run time (``anyexec.register_backend``) rather than by an
+    #: entry point: a Python file that registers it, run first in the fresh interpreters.
+    register_file: ClassVar[str | None] = None
 
     def make_executor(self, **overrides: Any) -> anyexec.Executor:
         raise NotImplementedError  # provided by BackendConformance
@@ -36,8 +39,9 @@ class ContractConformance:
 
     def _exit_script(self, case: str, tmp_path: Path) -> tuple[Any, Path]:
         target = tmp_path / "written"
+        extra = [self.register_file] if self.register_file else []
         run = run_script(["-m", "anyexec.testing._exit_script", self.backend,
-                          json.dumps(self.options), case, str(target)],
+                          json.dumps(self.options), case, str(target), *extra],
                          timeout=self.script_timeout, grace=15.0)
         assert not run.hung, f"the script did not end by itself: {run.describe()}"
         assert run.returncode == 0, run.describe()
@@ -108,7 +112,7 @@ class ContractConformance:
             with pytest.warns(anyexec.AnyexecWarning, match="never ran"):
                 del results
             closed = ex.map(tasks.square, range(1000))
-            closed.close()  # type: ignore[attr-defined]
+            closed.close()
             del closed  # closed on purpose: no warning (pytest's filterwarnings would show it)
         finally:
             ex.shutdown(wait=True)
@@ -116,7 +120,7 @@ class ContractConformance:
     def test_a_map_timeout_says_what_happened_to_running_tasks(self) -> None:
         ex = self.make_executor()
         try:
-            if getattr(ex._backend, "runs_in_caller", False):
+            if ex.hooks.runs_in_caller:
                 pytest.skip("tasks run inside submit(): nothing runs when the timeout fires")
             results = ex.map(tasks.sleep_then_return, [0, 1], [3.0, 3.0], chunksize=1,
                              timeout=0.5)

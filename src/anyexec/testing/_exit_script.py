@@ -1,16 +1,19 @@
 """A user's script about exit, run in a fresh interpreter by the conformance kit.
 
-Usage: python -m anyexec.testing._exit_script BACKEND OPTIONS_JSON CASE PATH
+Usage: python -m anyexec.testing._exit_script BACKEND OPTIONS_JSON CASE PATH [REGISTER_FILE]
 
 - ``no-shutdown``: submit a call that writes PATH after 1 s, then end without shutdown().
 - ``shutdown-nowait``: the same, calling ``shutdown(wait=False)`` before the end.
 - ``submit-at-exit``: an ``atexit`` handler submits to a live executor; it must be refused.
+
+REGISTER_FILE, when given, is run first: it registers a backend that has no entry point.
 """
 
 from __future__ import annotations
 
 import atexit
 import json
+import runpy
 import sys
 
 import anyexec
@@ -19,6 +22,8 @@ from anyexec.testing import tasks
 
 def main() -> None:
     backend, options, case, path = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
+    if len(sys.argv) > 5:
+        runpy.run_path(sys.argv[5])
     ex = anyexec.get_executor(backend, **options)
     if case == "submit-at-exit":
         assert ex.submit(tasks.square, 3).result(timeout=120) == 9

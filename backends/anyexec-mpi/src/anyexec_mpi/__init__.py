@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from anyexec_mpi._children import children, kill_trees
+from anyexec.backends.support import children, kill_trees, worker_count
 from anyexec_mpi._launcher import put_mpiexec_on_path
 
 __all__ = ["MPIBackend"]
@@ -81,7 +81,7 @@ class MPIBackend:
         launched, world = _launched_pool()
         options: dict[str, Any] = {"use_pkl5": use_pkl5}
         if not launched:
-            options["max_workers"] = max_workers or os.cpu_count() or 1
+            options["max_workers"] = worker_count(max_workers, origin="the mpi backend")
             # Functions from the caller's __main__ arrive by value (anyexec cloudpickles
             # them), so workers need not re-import the caller's script.
             options["main"] = False

@@ -1,4 +1,4 @@
-"""kill_trees stops a process tree without giving any of its processes a chance to react.
+"""support.kill_trees stops a process tree without giving any of its processes a chance to react.
 
 MPICH's ``mpiexec`` SIGKILLs every process of a job (the caller too, in a singleton job) when
 one of them dies; Ctrl-C must kill the spawned trees without setting that off.
@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from anyexec_mpi._children import children, kill_trees
+
+from anyexec.backends.support import children, kill_trees
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc (Linux)")
 
