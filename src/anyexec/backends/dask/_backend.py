@@ -10,7 +10,6 @@ from concurrent.futures import Future
 from typing import Any
 
 from anyexec._worker import run_chunk
-from anyexec.backends._pids import kill
 from anyexec.backends.dask._cluster import (
     Cluster,
     capabilities,
@@ -23,6 +22,7 @@ from anyexec.backends.dask._dispatch import Dispatcher, Job, Shared, Window
 from anyexec.backends.dask._options import Options, StartMethod
 from anyexec.backends.dask._outcome import gather, settle
 from anyexec.backends.dask._recovery import Recovery, lost_with_scheduler, scheduler_lost
+from anyexec.backends.support import fail, kill
 
 __all__ = ["DaskBackend"]
 
@@ -232,7 +232,7 @@ class DaskBackend:
             self._recovery.settled(job)
         self._recovery.forget(job)
         if lost_with_scheduler(job.remote, values, self._client):
-            job.future.set_exception(scheduler_lost(self._client))
+            fail(job.future, scheduler_lost(self._client))
             return
         lost_input = any(isinstance(a, Shared) and a.lost() for a in job.args)
         settle(job.future, job.remote, values, lost_input, job.fn is run_chunk)

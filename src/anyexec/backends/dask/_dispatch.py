@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from anyexec.backends.dask._cluster import threads
 from anyexec.backends.dask._recovery import scheduler_lost
+from anyexec.backends.support import SHUTDOWN_MESSAGE, fail
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -131,7 +132,7 @@ class Dispatcher:
         future: Future[Any] = Future()
         with self.lock:
             if self.closed:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+                raise RuntimeError(SHUTDOWN_MESSAGE)
             self.queue.append(Job(future, fn, args, kwargs))
         self.fill()
         return future
@@ -172,14 +173,14 @@ class Dispatcher:
             # Reconnecting after losing the scheduler (or closed): a task sent now would wait
             # for the reconnection (30 s by default) and then be dropped.
             self._recovery.settled(job)
-            job.future.set_exception(scheduler_lost(self._client))
+            fail(job.future, scheduler_lost(self._client))
             return
         try:
             job.remote = self._client.submit(fn, *map(self._resolve, job.args), pure=False,
                                              **self._submit_options)
         except BaseException as exc:
             self._recovery.settled(job)
-            job.future.set_exception(exc)
+            fail(job.future, exc)
             return
         self.track(job)
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from anyexec.backends.support import (
+    check_amount,
+    check_amounts,
+    check_choice,
+    check_int,
+    worker_count,
+)
 
 __all__ = ["Options", "StartMethod"]
 
@@ -12,6 +19,8 @@ __all__ = ["Options", "StartMethod"]
 # which ignores order, so whichever backend's options were read first decided the order of the
 # choices in the other's error message.
 StartMethod = Literal["fork", "spawn", "forkserver"]
+
+_ORIGIN = "the dask backend"
 
 # Options that only shape the LocalCluster this backend starts, with their defaults.
 _LOCAL_DEFAULTS: dict[str, Any] = {"threads_per_worker": None, "processes": True,
@@ -41,19 +50,22 @@ class Options:
     workers: int = field(init=False)
 
     def __post_init__(self) -> None:
-        _check_int("max_workers", self.max_workers, minimum=1, optional=True)
-        _check_int("threads_per_worker", self.threads_per_worker, minimum=1, optional=True)
-        _check_int("retries", self.retries, minimum=0)
-        _check_int("priority", self.priority, minimum=None)
-        if self.start_method not in (None, "fork", "spawn", "forkserver"):
-            raise ValueError(f"start_method must be 'fork', 'spawn', 'forkserver' or None, got "
-                             f"{self.start_method!r}")
+        check_int("threads_per_worker", self.threads_per_worker, minimum=1, optional=True,
+                  origin=_ORIGIN)
+        check_int("retries", self.retries, minimum=0, origin=_ORIGIN)
+        check_int("priority", self.priority, origin=_ORIGIN)
+        if self.start_method is not None:
+            check_choice("start_method", self.start_method, StartMethod, origin=_ORIGIN)
         if not isinstance(self.processes, bool):
             raise TypeError(f"processes must be True or False, got {self.processes!r}")
-        self.resources = _check_resources(self.resources)
-        self.connect_timeout = _check_timeout(self.connect_timeout)
+        self.resources = check_amounts("resources", self.resources, origin=_ORIGIN)
+        check_amount("connect_timeout", self.connect_timeout, origin=_ORIGIN, optional=False,
+                     positive=True)
+        self.connect_timeout = float(self.connect_timeout)
         self.target = self._check_target()
-        self.workers = self.max_workers or (1 if self.remote else os.cpu_count() or 1)
+        # On a joined cluster without max_workers, its size is read live (Window).
+        self.workers = worker_count(self.max_workers, origin=_ORIGIN,
+                                    default=1 if self.remote else None)
 
     @property
     def remote(self) -> bool:
@@ -80,31 +92,3 @@ class Options:
                 "'dask worker --nthreads N --memory-limit M'."
             )
         return targets[0]
-
-
-def _check_int(name: str, value: Any, *, minimum: int | None, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        kind = "an int or None" if optional else "an int"
-        raise TypeError(f"{name} must be {kind}, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_resources(resources: Any) -> dict[str, float] | None:
-    if resources is None:
-        return None
-    if not isinstance(resources, dict) or not all(
-        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
-        for k, v in resources.items()
-    ):
-        raise ValueError(f"resources must map resource names to amounts >= 0, for example "
-                         f"{{\"GPU\": 1}}; got {resources!r}")
-    return {k: float(v) for k, v in resources.items()}
-
-
-def _check_timeout(seconds: Any) -> float:
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
-        raise ValueError(f"connect_timeout must be a number of seconds > 0, got {seconds!r}")
-    return float(seconds)

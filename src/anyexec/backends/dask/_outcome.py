@@ -4,13 +4,12 @@
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import pickle
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from anyexec._errors import WorkerCrashedError
+from anyexec.backends.support import fail, succeed
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -55,16 +54,13 @@ def settle(future: Future[Any], remote: Any, values: dict[Any, Any], lost_input:
         status = remote.status
         if status == "finished":
             value = values[remote.key] if remote.key in values else remote.result()
-            future.set_result(_without_tracebacks(value) if outcome else value)
+            succeed(future, _without_tracebacks(value) if outcome else value)
         elif status == "error":
-            future.set_exception(_explained(remote.exception()))
+            fail(future, _explained(remote.exception()))
         else:
-            future.set_exception(_dropped(remote.key, status, lost_input))
-    except concurrent.futures.InvalidStateError:
-        pass
+            fail(future, _dropped(remote.key, status, lost_input))
     except BaseException as exc:
-        with contextlib.suppress(concurrent.futures.InvalidStateError):
-            future.set_exception(exc)
+        fail(future, exc)
 
 
 def cancel_reason(remote: Any) -> str | None:
