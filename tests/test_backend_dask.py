@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import importlib
 import json
 import os
@@ -34,6 +35,7 @@ from distributed import Client
 
 import anyexec
 from anyexec.testing import BackendConformance, tasks
+from anyexec.testing import _payload_tasks as pt
 
 # pytest imports this file under a name the workers cannot import (--import-mode=importlib):
 # its task functions travel by value instead.
@@ -165,9 +167,18 @@ def test_unreachable_scheduler_fails_with_a_connection_error_naming_it() -> None
         anyexec.get_executor(f"dask://127.0.0.1:{port}?connect_timeout=1")
 
 
+@pytest.fixture(scope="module")
+def remote(cluster: str) -> Iterator[anyexec.Executor]:
+    """An executor on the outside cluster: its workers may be on other machines."""
+    ex = anyexec.get_executor(f"dask://{cluster}")
+    yield ex
+    ex.shutdown(wait=True)
+
+
 def test_map_scatters_its_function_once_and_every_task_refers_to_it(
-    local: anyexec.Executor, monkeypatch: pytest.MonkeyPatch
+    remote: anyexec.Executor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    local = remote  # the body below predates the remote fixture
     client = local._backend._client
     scattered: list[Any] = []
     sent_args: list[Any] = []
@@ -195,15 +206,32 @@ def test_map_scatters_its_function_once_and_every_task_refers_to_it(
     assert len(scattered) == 1
 
 
-def test_shared_object_arrives_in_the_task_as_the_value(local: anyexec.Executor) -> None:
-    backend: Any = local._backend
+def test_shared_object_arrives_in_the_task_as_the_value(remote: anyexec.Executor) -> None:
+    backend: Any = remote._backend
+    # A builtin: the outside scheduler cannot import this test module's functions.
     obj = {"weights": list(range(100_000))}
     ref = backend.share(obj)
     assert ref is not obj  # large: scattered
-    assert backend.submit(echo, ref).result(timeout=60) == obj
+    assert backend.submit(dict, ref).result(timeout=60) == obj
     # A plain Dask future passed as a top-level argument arrives as its value too.
     [future] = backend._client.scatter([obj], hash=False)
-    assert backend.submit(echo, future).result(timeout=60) == obj
+    assert backend.submit(dict, future).result(timeout=60) == obj
+
+
+def test_our_local_process_cluster_uses_shared_memory_not_scatter(
+    local: anyexec.Executor,
+) -> None:
+    # Its workers run on this machine: the payload is written once to shared memory, which
+    # every worker maps, instead of being scattered (a copy per worker through Dask).
+    from anyexec._shm import THRESHOLD
+
+    assert local._backend.share is None
+    blob = bytes(range(256)) * (2 * THRESHOLD // 256)
+    with_blob = functools.partial(pt.byte_at, blob)
+    assert list(local.map(with_blob, range(200, 204))) == [200, 201, 202, 203]
+    last = local._last_payload
+    assert last is not None
+    assert last[1].shared is not None
 
 
 def test_keyword_arguments_named_like_dask_options_reach_the_function(

@@ -241,15 +241,19 @@ def test_a_killed_caller_leaves_no_segment_behind() -> None:
 
 
 @pytest.mark.cluster
-@pytest.mark.parametrize("backend", ["ray", "dask"])
-def test_engines_with_a_store_get_big_payloads_out_of_band(backend: str) -> None:
+@pytest.mark.parametrize(("backend", "options"),
+                         [("ray", {}), ("dask", {"processes": False})], ids=["ray", "dask"])
+def test_engines_with_a_store_get_big_payloads_out_of_band(
+    backend: str, options: dict[str, bool]
+) -> None:
     """Ray and Dask keep the payload in their own store (``share``); its pickle and array
-    buffers travel as protocol-5 out-of-band buffers, not inside every task."""
+    buffers travel as protocol-5 out-of-band buffers, not inside every task. (Dask's own
+    local process cluster uses shared memory instead; see test_backend_dask.py.)"""
     np = pytest.importorskip("numpy")
     array = np.arange(2_000_000, dtype=np.float64)
     blob = bytes(range(256)) * (THRESHOLD // 128)
     fn = partial(pt.array_residency, array)
-    with anyexec.get_executor(backend, max_workers=2) as ex:
+    with anyexec.get_executor(backend, max_workers=2, **options) as ex:
         assert list(ex.map(partial(pt.byte_at, blob), range(300, 304))) == [44, 45, 46, 47]
         reports = list(ex.map(fn, range(4), chunksize=1))
         payload = ex._last_payload[1]  # type: ignore[index]

@@ -62,6 +62,12 @@ class DaskBackend:
     # (tasks wait here, not on the worker): 5-10 ms in all on a busy machine. The core then
     # aims for chunks of ~0.5 s.
     task_overhead = 5e-3
+    #: The ``share`` hook: scatter a large function payload to the cluster once (see
+    #: :meth:`_scatter_once`). None on the local process cluster this backend started, whose
+    #: workers run on this machine: the core then puts the payload in shared memory, which
+    #: every worker maps without a copy (``python -m benchmarks.big --backends dask``: 1.3-1.9x
+    #: the raw copy with scatter, see docs/benchmarks.md).
+    share: Callable[[Any], Any] | None = None
 
     def __init__(self, *, max_workers: int | None = None, address: str | None = None,
                  scheduler_file: str | None = None, client: Any = None,
@@ -85,6 +91,9 @@ class DaskBackend:
         self._jobs = Dispatcher(self._where.client, self._window, recovery,
                                 resources=options.resources, retries=options.retries,
                                 priority=options.priority)
+        if self._where.local is None or not options.processes:
+            # Workers elsewhere (or threads in this process): the cluster's own store.
+            self.share = self._scatter_once
         self._closing = threading.Lock()  # held while one shutdown closes the client
         self._closed_down = False  # client and cluster closed
         self._start_threads()
@@ -142,7 +151,7 @@ class DaskBackend:
         """Queue ``fn(*args, **kwargs)``; it goes to Dask when one of the slots is free."""
         return self._jobs.put(fn, args, kwargs)
 
-    def share(self, obj: Any) -> Any:
+    def _scatter_once(self, obj: Any) -> Any:
         """Scatter a large ``obj`` to the cluster once; pass the result to ``submit``.
 
         A small one (most functions) is returned as it is and travels inside each task: that
