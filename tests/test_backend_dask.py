@@ -518,12 +518,6 @@ def test_task_killing_its_worker_on_a_running_cluster_fails_and_the_cluster_reco
 # -- exit, tracebacks, faults on a running cluster (issues 13 and 14) ---------------------
 
 
-def write_later(path: str, seconds: float) -> str:
-    time.sleep(seconds)
-    Path(path).write_text("done")
-    return path
-
-
 def test_shutdown_waiting_after_one_without_waiting_waits_for_every_call(
     tmp_path: Path,
 ) -> None:
@@ -532,60 +526,12 @@ def test_shutdown_waiting_after_one_without_waiting_waits_for_every_call(
     ex = anyexec.get_executor("dask", max_workers=1)
     backend: Any = ex._backend
     paths = [str(tmp_path / f"{i}.out") for i in range(4)]
-    futures = [ex.submit(write_later, path, 0.3) for path in paths]
+    futures = [ex.submit(tasks.write_after, path, 0.3) for path in paths]
     ex.shutdown(wait=False)
     backend.shutdown(wait=True)
     assert all(Path(path).read_text() == "done" for path in paths)
     assert [f.result(timeout=0) for f in futures] == paths
     assert backend._client.status == "closed"
-
-
-_EXIT_SCRIPT = """
-import sys, threading, time
-import anyexec
-
-def write(path):
-    time.sleep(1.0)
-    with open(path, "w") as out:
-        out.write("done")
-
-if __name__ == "__main__":
-    ex = anyexec.get_executor(sys.argv[1], max_workers=1)
-    ex.submit(write, sys.argv[2])
-    if sys.argv[3] == "simulated-hook":
-        # What anyexec's exit hook does (before atexit handlers, daemon threads alive).
-        ex.shutdown(wait=False)
-        threading._register_atexit(lambda: ex._backend.shutdown(wait=True))
-"""
-
-
-def run_exit_script(folder: Path, spec: str, how: str) -> tuple[subprocess.CompletedProcess[str],
-                                                                 Path]:
-    """Run a script that submits a 1 s call writing a file and ends without waiting for it."""
-    script, out = folder / "submit_and_leave.py", folder / f"{how}.out"
-    script.write_text(_EXIT_SCRIPT)
-    done = subprocess.run([sys.executable, str(script), spec, str(out), how], cwd=folder,
-                          capture_output=True, text=True, timeout=150)
-    return done, out
-
-
-@pytest.mark.parametrize("run", [1, 2])
-def test_the_exit_hook_waits_for_calls_submitted_before_a_shutdown_without_waiting(
-    tmp_path: Path, run: int
-) -> None:
-    done, out = run_exit_script(tmp_path, "dask", "simulated-hook")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert out.read_text() == "done"
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
-
-
-def test_a_script_ending_without_shutdown_still_runs_its_submitted_call(tmp_path: Path) -> None:
-    # Needs the core's exit hook (issue 13 item 1), which calls shutdown(wait=True).
-    done, out = run_exit_script(tmp_path, "dask", "no-shutdown")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert out.exists()
-    assert out.read_text() == "done"
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
 
 
 def test_a_failing_call_has_the_worker_traceback_as_its_cause(local: anyexec.Executor) -> None:

@@ -50,11 +50,13 @@ class ContractConformance:
         return run, target
 
     @pytest.mark.timeout(300)
-    @pytest.mark.parametrize("case", ["no-shutdown", "shutdown-nowait"])
+    @pytest.mark.parametrize("case",
+                             ["no-shutdown", "shutdown-nowait", "backend-shutdown-at-exit"])
     def test_submitted_work_finishes_before_the_interpreter_exits(
             self, case: str, tmp_path: Path) -> None:
         _run, target = self._exit_script(case, tmp_path)
         assert target.exists(), "a call submitted before the script ended never ran"
+        assert target.read_text() == "done"
 
     @pytest.mark.timeout(300)
     def test_work_submitted_during_interpreter_exit_is_refused(self, tmp_path: Path) -> None:

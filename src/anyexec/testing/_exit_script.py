@@ -4,6 +4,9 @@ Usage: python -m anyexec.testing._exit_script BACKEND OPTIONS_JSON CASE PATH [RE
 
 - ``no-shutdown``: submit a call that writes PATH after 1 s, then end without shutdown().
 - ``shutdown-nowait``: the same, calling ``shutdown(wait=False)`` before the end.
+- ``backend-shutdown-at-exit``: the same, and then what the core's exit hook does, by hand:
+  the backend's own ``shutdown(wait=True)``, run where that hook runs (before ``atexit``
+  handlers, while daemon threads still live). The backend must finish the call there.
 - ``submit-at-exit``: an ``atexit`` handler submits to a live executor; it must be refused.
 
 REGISTER_FILE, when given, is run first: it registers a backend that has no entry point.
@@ -15,6 +18,7 @@ import atexit
 import json
 import runpy
 import sys
+import threading
 
 import anyexec
 from anyexec.testing import tasks
@@ -41,8 +45,11 @@ def main() -> None:
         atexit.register(late_submit)
         return
     ex.submit(tasks.write_after, path, 1.0)
-    if case == "shutdown-nowait":
+    if case in ("shutdown-nowait", "backend-shutdown-at-exit"):
         ex.shutdown(wait=False)
+    if case == "backend-shutdown-at-exit":
+        threading._register_atexit(  # type: ignore[attr-defined]
+            lambda: ex._backend.shutdown(wait=True))
     print("submitted", flush=True)
 
 
