@@ -80,5 +80,8 @@ def check_amounts(name: str, value: object, *, origin: str) -> dict[str, float] 
     if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
         raise ValueError(f"{name} must map resource names to amounts >= 0, for example "
                          f"{{\"GPU\": 1}} (from {origin}); got {value!r}")
-    return {key: float(amount) for key, amount in value.items()
-            if check_amount(f"{name}[{key!r}]", amount, origin=origin, optional=False) is not None}
+    amounts: dict[str, float] = {}
+    for key, amount in value.items():
+        check_amount(f"{name}[{key!r}]", amount, origin=origin, optional=False)
+        amounts[key] = float(amount)
+    return amounts
